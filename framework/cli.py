@@ -1,0 +1,129 @@
+"""The ``patchworld`` command.
+
+* ``patchworld fit|validate|test|predict --config RECIPE [--key value ...]`` — Lightning's CLI over the one
+  `WorldModel`, with plugins loaded first so components are named by their short class names, omegaconf
+  interpolation in recipes, and RECIPE either a path or the name of a shipped recipe.
+* ``patchworld plugins`` — every component by kind, with the plugin it came from.
+* ``patchworld recipes`` — the shipped recipes (and those plugins ship).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from pytorch_lightning import LightningDataModule
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from .errors import PatchworldError
+from .model import WorldModel
+from .plugins import KINDS, Registry, load_plugins
+
+#: recipe key -> component kind, for error messages that list the valid names
+_COMPONENT_KEYS = {f"model.{kind}": kind for kind in KINDS if kind != "datamodule"} | {"data": "datamodule"}
+
+
+class PatchworldParser(LightningArgumentParser):
+    """Lightning's parser, with errors that list the valid component names."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        return super().error(explain_parse_error(message, load_plugins()), ex)
+
+
+def explain_parse_error(message: str, registry: Registry) -> str:
+    """Prefix jsonargparse's message with what a person needs: the key, the component, the valid names."""
+    for key, kind in sorted(_COMPONENT_KEYS.items(), key=lambda item: -len(item[0])):
+        if f'"{key}"' not in message and f"'{key}'" not in message:
+            continue
+        bad_key = re.search(r"Key \"([^\"]+)\" is not expected|unrecognized arguments?: ([^\s]+)", message)
+        path = re.search(r"class_path '([^']+)'", message) or re.search(r'class_path "([^"]+)"', message)
+        component = path.group(1).rsplit(".", 1)[-1] if path else None
+        if bad_key and component in registry.components[kind]:
+            return (f"{component} ({kind} at {key}) has no parameter {(bad_key.group(1) or bad_key.group(2))!r}; "
+                    f"see `patchworld fit --{key}.help {component}`\n{message}")
+        if component and component not in registry.components[kind]:
+            return (f"unknown {kind} {component!r} at {key}; available {kind}s: "
+                    f"{', '.join(registry.names(kind))}\n{message}")
+        return f"problem with the {kind} at {key} (available {kind}s: {', '.join(registry.names(kind))})\n{message}"
+    return message
+
+
+class PatchworldCLI(LightningCLI):
+    """LightningCLI over `WorldModel`; any registered datamodule is selected by name under ``data``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True):
+        super().__init__(
+            WorldModel,
+            LightningDataModule,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            auto_configure_optimizers=False,
+            parser_class=PatchworldParser,
+            args=args,
+            run=run,
+        )
+
+
+def resolve_recipe_args(argv: list[str], registry: Registry) -> list[str]:
+    """Let ``--config NAME`` name a shipped recipe when NAME is not an existing file."""
+    resolved = list(argv)
+    recipes = registry.recipes()
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            value = resolved[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if Path(value).exists():
+            continue
+        name = Path(value).name.removesuffix(".yaml")
+        if name not in recipes:
+            raise PatchworldError(f"recipe {value!r} not found; shipped recipes: {', '.join(sorted(recipes))}")
+        path = str(recipes[name][0])
+        if arg.startswith("--config="):
+            resolved[i] = f"--config={path}"
+        else:
+            resolved[i + 1] = path
+    return resolved
+
+
+def show_plugins(registry: Registry, argv: list[str]) -> int:
+    """Print every component by kind with the plugin that registered it."""
+    for kind in KINDS:
+        print(f"{kind}s:")
+        for name in registry.names(kind):
+            cls, plugin = registry.components[kind][name]
+            summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"  {name:<18} [{plugin}] {summary}")
+    for plugin, problem in registry.failures.items():
+        print(f"broken plugin {plugin!r}: {problem}")
+    return 0
+
+
+def show_recipes(registry: Registry, argv: list[str]) -> int:
+    """Print the recipes shipped by patchworld and by plugins."""
+    for name, (path, plugin) in sorted(registry.recipes().items()):
+        print(f"  {name:<22} [{plugin}] {path}")
+    return 0
+
+
+COMMANDS = {"plugins": show_plugins, "recipes": show_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        registry = load_plugins()
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](registry, argv[1:])
+        PatchworldCLI(args=resolve_recipe_args(argv, registry))
+    except PatchworldError as error:
+        print(f"patchworld: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

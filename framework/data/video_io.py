@@ -1,0 +1,128 @@
+"""Every video read and write, through PyAV. Writes are atomic: a temp file renamed into place."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    frames = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def write_video(path: str | Path, video: torch.Tensor, fps: int = 8, crf: int = 18) -> Path:
+    """Write (3, T, H, W) in [-1, 1] as H.264 mp4 (yuv420p; odd sizes are padded to even)."""
+    frames = to_uint8_frames(video)
+    _, height, width, _ = frames.shape
+    pad_h, pad_w = height % 2, width % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+            stream.width, stream.height, stream.pix_fmt = width + pad_w, height + pad_h, "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            container.mux(stream.encode())
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    duration: float  # seconds
+    fps: float
+    width: int
+    height: int
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Open a file and decode its first frame; a DataError names the file if that fails."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise DataError(f"{path}: no decodable frame")
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            else:
+                duration = (stream.frames or 1) / fps
+            return VideoInfo(path, duration, fps, first.width, first.height)
+    except DataError:
+        raise
+    except Exception as error:  # PyAV raises many types (InvalidDataError, OSError, ...)
+        raise DataError(f"{path}: cannot decode video ({type(error).__name__}: {error})") from None
+
+
+def read_clip(
+    path: str | Path, frames: int, size: tuple[int, int], start: float = 0.0, fps: float | None = None
+) -> torch.Tensor:
+    """Read `frames` frames from `start` seconds at `fps` (default: the file's), resized to cover `size`
+    (H, W) and centre-cropped. Short videos repeat their last frame. Returns (3, T, H, W) in [-1, 1]."""
+    height, width = size
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            step = 1.0 / (fps or float(stream.average_rate or 25))
+            targets = [start + k * step for k in range(frames)]
+            if start > 0 and stream.time_base is not None:
+                container.seek(int(start / stream.time_base), stream=stream, backward=True)
+            picked: list[np.ndarray] = []
+            for frame in container.decode(stream):
+                time = float(frame.pts * stream.time_base) if frame.pts is not None else len(picked) * step
+                while len(picked) < frames and time + 1e-6 >= targets[len(picked)] - step / 2:
+                    picked.append(_cover_crop(frame, height, width))
+                if len(picked) == frames:
+                    break
+    except Exception as error:
+        raise DataError(f"{path}: cannot decode video ({type(error).__name__}: {error})") from None
+    if not picked:
+        raise DataError(f"{path}: no frame at or after {start:.2f}s")
+    picked += [picked[-1]] * (frames - len(picked))
+    clip = torch.from_numpy(np.stack(picked)).permute(3, 0, 1, 2).float()  # (3, T, H, W)
+    return clip / 127.5 - 1
+
+
+def _cover_crop(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
+    """Resize keeping the aspect ratio so the frame covers (height, width), then centre-crop."""
+    scale = max(height / frame.height, width / frame.width)
+    scaled_h, scaled_w = max(height, round(frame.height * scale)), max(width, round(frame.width * scale))
+    array = frame.to_ndarray(format="rgb24", width=scaled_w, height=scaled_h)
+    top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+    return array[top : top + height, left : left + width]
+
+
+__all__ = ["atomic_path", "write_video", "probe_video", "read_clip", "VideoInfo", "to_uint8_frames"]

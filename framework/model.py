@@ -1,0 +1,148 @@
+"""`WorldModel`: the one LightningModule that runs every recipe.
+
+It composes tokenizer, backbone, objective, and optionally a conditioner and a decoder, and delegates
+every method-specific decision to the objective. It owns only what is common: the optimizer with
+warmup + cosine learning rate (and an optional cosine weight-decay schedule), logging, and the
+prediction writer.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+
+from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
+from .writer import DecoderWriter
+
+
+def warmup_cosine(step: int, total: float, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warmup to 1 over `warmup` steps, then cosine down to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not math.isfinite(total) or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WorldModel(pl.LightningModule):
+    """A video world model assembled from interchangeable parts.
+
+    Args:
+        tokenizer: pixels <-> latents (e.g. ``Pixels``, ``VAE``).
+        backbone: tokens -> features (e.g. ``ViT``, ``DiT``).
+        objective: how it learns and samples (e.g. ``VideoMAE``, ``VJEPA``, ``Flow``).
+        conditioner: captions -> conditioning tokens (e.g. ``TinyTextEncoder``); optional.
+        decoder: what ``predict`` writes (e.g. ``VideoWriter``, ``EmbeddingWriter``); optional.
+        optimizer: optimizer factory; default AdamW(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95)).
+            Parameters with fewer than 2 dimensions (biases, norms) get no weight decay.
+        warmup_steps: linear learning-rate warmup steps, then cosine decay to ``min_lr_ratio`` x lr.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        weight_decay_end: if set, weight decay follows a cosine from its initial value to this one.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        backbone: Backbone,
+        objective: Objective,
+        conditioner: Conditioner | None = None,
+        decoder: Decoder | None = None,
+        optimizer: OptimizerCallable | None = None,
+        warmup_steps: int = 50,
+        min_lr_ratio: float = 0.05,
+        weight_decay_end: float | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer", "backbone", "objective", "conditioner", "decoder"], logger=False)
+        self.tokenizer, self.conditioner, self.backbone = tokenizer, conditioner, backbone
+        self.objective, self.decoder = objective, decoder
+        for part in (tokenizer, conditioner, backbone, objective, decoder):
+            if part is not None:
+                part.bind(self)
+        self.optimizer_factory = optimizer
+        self.warmup_steps, self.min_lr_ratio, self.weight_decay_end = warmup_steps, min_lr_ratio, weight_decay_end
+
+    # ---- steps: all delegated to the objective -------------------------------------------------
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return self.objective.prepare_batch(batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.objective.training_step(self, batch)
+        self._log("train", out, batch)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._log("val", self.objective.validation_step(self, batch), batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._log("test", self.objective.validation_step(self, batch), batch)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        return self.objective.predict_step(self, batch)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.weight_decay_end is None:
+            return
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress))
+        for group in self.optimizers().optimizer.param_groups:
+            start = group.setdefault("initial_weight_decay", group["weight_decay"])
+            if start > 0:
+                group["weight_decay"] = self.weight_decay_end + (start - self.weight_decay_end) * cosine
+
+    def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
+        self.objective.on_train_batch_end(self, self.progress)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1] (0 when the length of training is unknown)."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        return min(1.0, self.global_step / total) if math.isfinite(total) and total > 0 else 0.0
+
+    def _log(self, stage: str, values: dict[str, torch.Tensor], batch: dict) -> None:
+        size = batch["video"].shape[0]
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss", batch_size=size, sync_dist=stage != "train")
+
+    # ---- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (decay if param.ndim >= 2 else no_decay).append(param)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
+        else:
+            optimizer = self.optimizer_factory(groups)
+        total = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, self.warmup_steps, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_callbacks(self):
+        callbacks = list(self.objective.callbacks())
+        if self.decoder is not None:
+            callbacks.append(DecoderWriter(self.decoder))
+        return callbacks
+
+    # ---- the representation API used by probes and the comparison ------------------------------
+    @torch.no_grad()
+    def features(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features of a video (B, C, T, H, W): tokens (B, N, D), positions (B, N, 3)."""
+        return self.objective.features(self, video)
+
+    @torch.no_grad()
+    def surprise(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-clip surprise (B,) from the objective's own prediction error."""
+        return self.objective.surprise(self, video)
+
+    def prediction_dir(self) -> Path:
+        """Where `predict` writes: <run dir>/predictions."""
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(root) / "predictions"

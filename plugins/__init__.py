@@ -1,0 +1,47 @@
+"""The first-party patchworld plugin, registered through the same ``patchworld`` entry-point group
+(and the same hooks) as any third-party plugin."""
+from importlib.resources import files
+
+from patchworld import hookimpl
+from patchworld.data import SyntheticWorld, VideoFolder
+
+from .pixels import Pixels
+from .text import TinyTextEncoder
+from .videomae import VideoMAE
+from .vit import ViT
+from .writers import EmbeddingWriter, VideoWriter
+
+
+@hookimpl
+def patchworld_register_tokenizers():
+    return [Pixels]
+
+
+@hookimpl
+def patchworld_register_backbones():
+    return [ViT]
+
+
+@hookimpl
+def patchworld_register_objectives():
+    return [VideoMAE]
+
+
+@hookimpl
+def patchworld_register_decoders():
+    return [VideoWriter, EmbeddingWriter]
+
+
+@hookimpl
+def patchworld_register_conditioners():
+    return [TinyTextEncoder]
+
+
+@hookimpl
+def patchworld_register_datamodules():
+    return [SyntheticWorld, VideoFolder]
+
+
+@hookimpl
+def patchworld_register_recipe_dirs():
+    return [str(files("patchworld_recipes"))]

@@ -1,0 +1,78 @@
+"""`VideoMAE`: masked autoencoding of tubelets — the pixel-prediction baseline.
+
+Tube masking hides the same ~90% of spatial positions in every frame; the encoder sees only the
+visible tubelets; a narrow predictor regresses the (per-tubelet normalised) latent values of the
+masked ones with MSE.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from patchworld import Objective, gather_tokens, patchify
+
+from .vit import TokenPredictor
+
+
+def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, device=None,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample tube masks on a (t, h, w) token grid: the same spatial cells hidden in every frame.
+
+    Returns (visible, masked) token indices, (B, t*keep) and (B, t*(h*w - keep)), keep = round((1-ratio)*h*w)
+    (at least 1 visible and 1 masked cell), both sorted in token order.
+    """
+    t, h, w = grid
+    cells = h * w
+    keep = min(cells - 1, max(1, round((1 - ratio) * cells)))
+    order = torch.rand(batch, cells, generator=generator, device=device).argsort(dim=1)  # (B, h*w)
+    frame_offsets = torch.arange(t, device=device).view(1, t, 1) * cells
+
+    def tubes(spatial: torch.Tensor) -> torch.Tensor:  # (B, k) spatial cells -> (B, t*k) token indices
+        return (spatial.sort(dim=1).values.unsqueeze(1) + frame_offsets).flatten(1)
+
+    return tubes(order[:, :keep]), tubes(order[:, keep:])
+
+
+class VideoMAE(Objective):
+    """Masked tubelet autoencoding with a narrow predictor.
+
+    Args:
+        mask_ratio: fraction of spatial cells hidden (as tubes through all time).
+        predictor_dim / predictor_depth / predictor_heads: the narrow predictor ("decoder").
+        normalize_targets: regress each tubelet's values normalised by its own mean and std.
+    """
+
+    def __init__(self, mask_ratio: float = 0.9, predictor_dim: int = 128, predictor_depth: int = 2,
+                 predictor_heads: int = 4, normalize_targets: bool = True):
+        super().__init__()
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"VideoMAE.mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.mask_ratio, self.normalize_targets = mask_ratio, normalize_targets
+        self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads
+
+    def bind(self, world) -> None:
+        patch_values = world.tokenizer.latent_channels * math.prod(world.backbone.patch_size)
+        self.predictor = TokenPredictor(world.backbone.dim, self.predictor_dim, self.predictor_depth,
+                                        self.predictor_heads, patch_values)
+
+    def masked_errors(self, world, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample mean squared error on the masked tubelets, (B,)."""
+        latents = world.tokenizer.encode(video)  # (B, c, t, h, w)
+        tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
+        grid = world.backbone.patch_embed.grid(latents)
+        visible, masked = tube_mask(video.shape[0], grid, self.mask_ratio, video.device, generator)
+        features = world.backbone(gather_tokens(tokens, visible), gather_tokens(positions, visible))  # (B, Nv, D)
+        prediction = self.predictor(features, gather_tokens(positions, visible), gather_tokens(positions, masked))
+        target = gather_tokens(patchify(latents, world.backbone.patch_size), masked).float()  # (B, Nm, P)
+        if self.normalize_targets:
+            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        return (prediction.float() - target).pow(2).mean(dim=(1, 2))
+
+    def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": self.masked_errors(world, batch["video"]).mean()}
+
+    def surprise(self, world, video: torch.Tensor, repeats: int = 4) -> torch.Tensor:
+        """Reconstruction error averaged over `repeats` fixed (seeded) masks, (B,)."""
+        generator = torch.Generator(video.device).manual_seed(0)
+        return torch.stack([self.masked_errors(world, video, generator) for _ in range(repeats)]).mean(0)

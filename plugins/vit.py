@@ -1,0 +1,95 @@
+"""`ViT`: a plain Vision Transformer over spacetime tubelets (timm blocks, 3D sin-cos positions).
+
+Positions are added from the integer (t, h, w) coordinates of each token, so the encoder runs on any
+grid size and on any subset of tokens (the visible tokens of a masked clip). `TokenPredictor` is the
+narrow ViT that masked objectives (VideoMAE's decoder, V-JEPA's predictor) put after it.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from patchworld import Backbone, sincos_3d
+
+
+def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0) -> nn.ModuleList:
+    """`depth` pre-norm timm blocks with stochastic depth rising linearly to `drop_path`."""
+    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+    return nn.ModuleList(
+        Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=rate, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
+        for rate in rates
+    )
+
+
+def init_transformer(module: nn.Module) -> None:
+    """timm's ViT initialisation: truncated-normal linear weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class ViT(Backbone):
+    """Plain ViT encoder over tubelet tokens.
+
+    Args:
+        dim: token width.
+        depth: number of transformer blocks.
+        heads: attention heads.
+        mlp_ratio: MLP hidden width / dim.
+        patch_size: tubelet size (t, h, w) on the tokenizer's latent grid.
+        drop_path: maximum stochastic-depth rate.
+    """
+
+    def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, mlp_ratio: float = 4.0,
+                 patch_size: int | tuple[int, int, int] = (2, 8, 8), drop_path: float = 0.0):
+        super().__init__(dim, patch_size)
+        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio, drop_path)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.apply(init_transformer)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Features of `tokens` (B, N, D) at `positions` (B, N, 3); `depth` stops after that many blocks."""
+        x = tokens + sincos_3d(positions, self.dim).to(tokens.dtype)  # (B, N, D)
+        for block in self.blocks[:depth]:
+            x = block(x)  # (B, N, D)
+        return self.norm(x)
+
+
+class TokenPredictor(nn.Module):
+    """Narrow ViT: context features + learned mask tokens at target positions -> predictions there.
+
+    Args:
+        in_dim: width of the context features.
+        dim: the predictor's own (narrower) width.
+        depth / heads / mlp_ratio: its transformer blocks.
+        out_dim: width of each prediction.
+    """
+
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, out_dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, out_dim)
+        self.apply(init_transformer)
+        trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: torch.Tensor, context_positions: torch.Tensor,
+                target_positions: torch.Tensor) -> torch.Tensor:
+        # context: (B, Nc, in_dim); context_positions: (B, Nc, 3); target_positions: (B, Nt, 3)
+        context = self.embed(context) + sincos_3d(context_positions, self.dim).to(context.dtype)  # (B, Nc, dim)
+        queries = self.mask_token + sincos_3d(target_positions, self.dim).to(context.dtype)  # (B, Nt, dim)
+        x = torch.cat([context, queries.expand(context.shape[0], -1, -1)], dim=1)  # (B, Nc + Nt, dim)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, context.shape[1]:]))  # (B, Nt, out_dim)
