@@ -97,6 +97,7 @@ def show_plugins(registry: Registry, argv: list[str]) -> int:
             cls, plugin = registry.components[kind][name]
             summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
             print(f"  {name:<18} [{plugin}] {summary}")
+    show_commands(registry)
     for plugin, problem in registry.failures.items():
         print(f"broken plugin {plugin!r}: {problem}")
     return 0
@@ -109,6 +110,14 @@ def show_recipes(registry: Registry, argv: list[str]) -> int:
     return 0
 
 
+def show_commands(registry: Registry) -> None:
+    if registry.commands:
+        print("commands:")
+        for name, (function, plugin) in sorted(registry.commands.items()):
+            summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+            print(f"  {name:<18} [{plugin}] {summary}")
+
+
 COMMANDS = {"plugins": show_plugins, "recipes": show_recipes}
 
 
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = load_plugins()
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](registry, argv[1:])
+        if argv and argv[0] in registry.commands:
+            return registry.commands[argv[0]][0](argv[1:])
         PatchworldCLI(args=resolve_recipe_args(argv, registry))
     except PatchworldError as error:
         print(f"patchworld: error: {error}", file=sys.stderr)

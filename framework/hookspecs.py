@@ -59,3 +59,14 @@ def patchworld_register_datamodules() -> list[type]:
 def patchworld_register_recipe_dirs() -> list[str]:
     """Return folders holding ``*.yaml`` recipes; ``patchworld recipes`` lists them and
     ``--config NAME`` finds a recipe by file name (with or without ``.yaml``)."""
+
+
+@hookspec
+def patchworld_register_commands() -> dict:
+    """Return ``{name: function}`` for extra ``patchworld NAME ARGS...`` commands.
+
+    ``function(argv: list[str]) -> int`` receives the arguments after NAME, parses them itself
+    (jsonargparse recommended, so ``--help`` works) and returns the exit code. A `PatchworldError` it
+    raises is printed as one line. Names must not clash with fit/validate/test/predict/plugins/recipes
+    or with another plugin's commands.
+    """

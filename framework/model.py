@@ -34,8 +34,9 @@ class WorldModel(pl.LightningModule):
 
     Args:
         tokenizer: pixels <-> latents (e.g. ``Pixels``, ``VAE``).
-        backbone: tokens -> features (e.g. ``ViT``, ``DiT``).
         objective: how it learns and samples (e.g. ``VideoMAE``, ``VJEPA``, ``Flow``).
+        backbone: tokens -> features (e.g. ``ViT``, ``DiT``); optional for objectives that train only
+            the tokenizer (VAE reconstruction).
         conditioner: captions -> conditioning tokens (e.g. ``TinyTextEncoder``); optional.
         decoder: what ``predict`` writes (e.g. ``VideoWriter``, ``EmbeddingWriter``); optional.
         optimizer: optimizer factory; default AdamW(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95)).
@@ -48,8 +49,8 @@ class WorldModel(pl.LightningModule):
     def __init__(
         self,
         tokenizer: Tokenizer,
-        backbone: Backbone,
         objective: Objective,
+        backbone: Backbone | None = None,
         conditioner: Conditioner | None = None,
         decoder: Decoder | None = None,
         optimizer: OptimizerCallable | None = None,

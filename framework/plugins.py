@@ -16,6 +16,7 @@ from .errors import ComponentError
 from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 
 ENTRY_POINT_GROUP = "patchworld"
+RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes")
 
 #: kind -> (required base class, hook name)
 KINDS: dict[str, tuple[type, str]] = {
@@ -34,6 +35,7 @@ class Registry:
 
     components: dict[str, dict[str, tuple[type, str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     recipe_dirs: list[tuple[Path, str]] = field(default_factory=list)
+    commands: dict[str, tuple[object, str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
     def names(self, kind: str) -> list[str]:
@@ -78,17 +80,23 @@ def build_registry(modules: dict[str, ModuleType | None], failures: dict[str, st
     for impl in manager.hook.patchworld_register_recipe_dirs.get_hookimpls():
         for folder in _call_hook(impl, "patchworld_register_recipe_dirs", registry):
             registry.recipe_dirs.append((Path(folder), impl.plugin_name))
+    for impl in manager.hook.patchworld_register_commands.get_hookimpls():
+        for name, function in dict(_call_hook(impl, "patchworld_register_commands", registry, dict)).items():
+            if name in RESERVED_COMMANDS or name in registry.commands:
+                owner = registry.commands[name][1] if name in registry.commands else "patchworld"
+                raise ComponentError(f"command {name!r} is registered by two plugins: {owner!r} and {impl.plugin_name!r}")
+            registry.commands[name] = (function, impl.plugin_name)
     return registry
 
 
-def _call_hook(impl, hook_name: str, registry: Registry) -> list:
+def _call_hook(impl, hook_name: str, registry: Registry, kind: type = list):
     try:
-        return list(impl.function() or [])
+        return kind(impl.function() or kind())
     except Exception as error:  # a broken plugin must not take the others down
         message = f"hook {hook_name} failed: {type(error).__name__}: {error}"
         registry.failures[impl.plugin_name] = message
         warnings.warn(f"patchworld plugin {impl.plugin_name!r} skipped: {message}", stacklevel=2)
-        return []
+        return kind()
 
 
 def _add(registry: Registry, kind: str, base: type, cls: type, plugin: str) -> None:
