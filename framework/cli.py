@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from pytorch_lightning import LightningDataModule
@@ -31,20 +32,20 @@ class PatchworldParser(LightningArgumentParser):
 
 
 def explain_parse_error(message: str, registry: Registry) -> str:
-    """Prefix jsonargparse's message with what a person needs: the key, the component, the valid names."""
+    """Put what a person needs first: the key, the component, and the valid names or the bad parameter."""
     for key, kind in sorted(_COMPONENT_KEYS.items(), key=lambda item: -len(item[0])):
-        if f'"{key}"' not in message and f"'{key}'" not in message:
+        if f'Parser key "{key}"' not in message:
             continue
-        bad_key = re.search(r"Key \"([^\"]+)\" is not expected|unrecognized arguments?: ([^\s]+)", message)
-        path = re.search(r"class_path '([^']+)'", message) or re.search(r'class_path "([^"]+)"', message)
-        component = path.group(1).rsplit(".", 1)[-1] if path else None
-        if bad_key and component in registry.components[kind]:
-            return (f"{component} ({kind} at {key}) has no parameter {(bad_key.group(1) or bad_key.group(2))!r}; "
-                    f"see `patchworld fit --{key}.help {component}`\n{message}")
-        if component and component not in registry.components[kind]:
-            return (f"unknown {kind} {component!r} at {key}; available {kind}s: "
-                    f"{', '.join(registry.names(kind))}\n{message}")
-        return f"problem with the {kind} at {key} (available {kind}s: {', '.join(registry.names(kind))})\n{message}"
+        names = ", ".join(registry.names(kind))
+        bad_option = re.search(r"class_path '([^']+)':\s*(?:Option|Key) '([^']+)' is not (?:accepted|expected)", message)
+        if bad_option:
+            component = bad_option.group(1).rsplit(".", 1)[-1]
+            return (f"{kind} {component} (at {key}) has no parameter {bad_option.group(2)!r}; "
+                    f"`patchworld fit --{key}.help {component}` lists its parameters\n{message}")
+        unknown = re.search(r"Expected a dot import path string: (\S+)", message)
+        if unknown:
+            return f"unknown {kind} {unknown.group(1)!r} at {key}; available {kind}s: {names}\n{message}"
+        return f"invalid {kind} at {key} (available {kind}s: {names})\n{message}"
     return message
 
 
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[argv[0]](registry, argv[1:])
         if argv and argv[0] in registry.commands:
             return registry.commands[argv[0]][0](argv[1:])
-        PatchworldCLI(args=resolve_recipe_args(argv, registry))
+        with warnings.catch_warnings():  # we pass args on purpose, after resolving recipe names
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            PatchworldCLI(args=resolve_recipe_args(argv, registry))
     except PatchworldError as error:
         print(f"patchworld: error: {error}", file=sys.stderr)
         return 2

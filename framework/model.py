@@ -8,6 +8,7 @@ prediction writer.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from pytorch_lightning.cli import OptimizerCallable
 
 from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 from .writer import DecoderWriter
+
+# WorldModel hands every batch to its objective's prepare_batch on purpose, whatever the datamodule.
+warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer`")
 
 
 def warmup_cosine(step: int, total: float, warmup: int, min_ratio: float) -> float:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from patchworld import Objective, gather_tokens, patchify
+from patchworld import ComponentError, Objective, gather_tokens, patchify
 
 from .vit import TokenPredictor
 
@@ -47,7 +47,7 @@ class VideoMAE(Objective):
                  predictor_heads: int = 4, normalize_targets: bool = True):
         super().__init__()
         if not 0 < mask_ratio < 1:
-            raise ValueError(f"VideoMAE.mask_ratio must be in (0, 1), got {mask_ratio}")
+            raise ComponentError(f"VideoMAE.mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_ratio, self.normalize_targets = mask_ratio, normalize_targets
         self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads
 

@@ -21,6 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import ComponentError
+
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
     "red": (0.95, 0.15, 0.15),
@@ -215,7 +217,7 @@ class SyntheticClips(Dataset):
         self.impossible_prob = impossible_prob
         unknown = set(violations) - set(VIOLATIONS[1:])
         if unknown:
-            raise ValueError(f"unknown violations {sorted(unknown)}; valid: {', '.join(VIOLATIONS[1:])}")
+            raise ComponentError(f"SyntheticWorld: unknown violations {sorted(unknown)}; valid: {', '.join(VIOLATIONS[1:])}")
         self.violations = tuple(violations)
 
     def __len__(self) -> int:
@@ -325,7 +327,7 @@ class SyntheticWorld(pl.LightningDataModule):
                  seed: int = 0):
         super().__init__()
         if not 1 <= max_objects <= 3:
-            raise ValueError(f"max_objects must be 1, 2 or 3, got {max_objects}")
+            raise ComponentError(f"SyntheticWorld.max_objects must be 1, 2 or 3, got {max_objects}")
         self.frame_choices = [frames] if isinstance(frames, int) else list(frames)
         sizes = [size] if isinstance(size[0], int) else list(size)
         self.shapes = [(t, int(h), int(w)) for t in self.frame_choices for h, w in sizes]

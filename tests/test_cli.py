@@ -1,0 +1,73 @@
+"""The patchworld command: every shipped recipe runs, recipes by name, errors for people, re-runs."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+TRAINING_RECIPES = [path for path in RECIPES if "model" in (yaml.safe_load(path.read_text()) or {})]
+FAST = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"]
+# a real (non fast_dev_run) run of one step, which saves its config
+ONE_STEP = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger", "false"]
+
+
+def test_there_are_recipes():
+    assert any(path.stem == "videomae-tiny" for path in TRAINING_RECIPES)
+
+
+@pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda path: path.stem)
+def test_every_shipped_recipe_runs_fast_dev_run(recipe, run_cli):
+    assert run_cli("fit", "--config", recipe, *FAST) == 0
+
+
+def test_recipe_by_name_and_listing(run_cli, capsys):
+    assert run_cli("recipes") == 0
+    assert "videomae-tiny" in capsys.readouterr().out
+    assert run_cli("fit", "--config", "videomae-tiny", *FAST) == 0
+
+
+def test_unknown_recipe_lists_shipped_ones(run_cli, capsys):
+    assert run_cli("fit", "--config", "no-such-recipe") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("patchworld: error: recipe 'no-such-recipe' not found; shipped recipes:") and "videomae-tiny" in err
+
+
+def _first_error_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("error:"))
+
+
+def test_unknown_component_lists_the_valid_names(run_cli, capsys, recipe_path):
+    assert run_cli("fit", "--config", recipe_path("videomae-tiny"), "--model.backbone", "Transformer9000") != 0
+    line = _first_error_line(capsys.readouterr().err)
+    assert "unknown backbone 'Transformer9000' at model.backbone; available backbones:" in line and "ViT" in line
+
+
+def test_unknown_key_names_the_key_and_the_component(run_cli, capsys, recipe_path, tmp_path):
+    override = tmp_path / "bad.yaml"
+    override.write_text("model:\n  objective:\n    class_path: VideoMAE\n    init_args: {mask_ratioo: 0.5}\n")
+    assert run_cli("fit", "--config", recipe_path("videomae-tiny"), "--config", override) != 0
+    line = _first_error_line(capsys.readouterr().err)
+    assert "objective VideoMAE (at model.objective) has no parameter 'mask_ratioo'" in line
+
+
+def test_bad_value_is_one_line(run_cli, capsys, recipe_path):
+    assert run_cli("fit", "--config", recipe_path("videomae-tiny"), "--model.objective.init_args.mask_ratio", "1.5") == 2
+    assert capsys.readouterr().err.strip() == "patchworld: error: VideoMAE.mask_ratio must be in (0, 1), got 1.5"
+
+
+def test_refit_in_the_same_directory_overwrites_config(run_cli, recipe_path, tmp_path):
+    args = ["fit", "--config", recipe_path("videomae-tiny"), *ONE_STEP, "--trainer.default_root_dir", tmp_path / "run"]
+    assert run_cli(*args) == 0
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert run_cli(*args, "--model.warmup_steps", "7") == 0
+    assert "warmup_steps: 7" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_omegaconf_interpolation_in_recipes(run_cli, recipe_path, tmp_path):
+    recipe = tmp_path / "interpolated.yaml"
+    text = recipe_path("videomae-tiny").read_text()
+    recipe.write_text(text.replace("predictor_dim: 128", "predictor_dim: '${model.backbone.init_args.dim}'"))
+    args = ["fit", "--config", recipe, *ONE_STEP, "--trainer.default_root_dir", tmp_path]
+    assert run_cli(*args) == 0
+    assert "predictor_dim: 192" in (tmp_path / "config.yaml").read_text()

@@ -1,0 +1,162 @@
+"""SyntheticWorld and VideoFolder: determinism, labels, impossible events, sizes, real files and their errors."""
+import numpy as np
+import pytest
+import torch
+
+from patchworld import DataError
+from patchworld.data import SyntheticWorld, VideoFolder, probe_video, read_clip, write_video
+from patchworld.data.synthetic import DIRECTIONS, TASKS, VIOLATIONS, render
+
+
+def clip(index=0, split="train", **kwargs):
+    return SyntheticWorld(**kwargs).splits[split][index]
+
+
+def test_clips_are_deterministic_by_seed_and_split():
+    a, b = clip(5), clip(5)
+    assert torch.equal(a["video"], b["video"]) and a["caption"] == b["caption"] and a["labels"] == b["labels"]
+    assert not torch.equal(clip(5)["video"], clip(5, seed=1)["video"])
+    assert not torch.equal(clip(5)["video"], clip(5, split="val")["video"])
+
+
+def test_clip_format_captions_and_labels():
+    item = clip(3, frames=8, size=(48, 80))
+    video = item["video"]
+    assert video.shape == (3, 8, 48, 80) and video.dtype == torch.float32
+    assert -1 <= video.min() and video.max() <= 1
+    assert item["caption"] in item["captions"] and len(set(item["captions"])) == 3
+    labels = item["labels"]
+    assert set(labels) == set(TASKS)
+    for task, value in labels.items():
+        assert 0 <= value < len(TASKS[task])
+    shape, colour = TASKS["shape"][labels["shape"]], TASKS["colour"][labels["colour"]]
+    assert all(shape in text and colour in text for text in item["captions"])
+
+
+def _centroid(frame, colour):
+    """Centre of the pixels close to a colour in a (3, H, W) frame in [-1, 1]."""
+    rgb = torch.tensor(colour).view(3, 1, 1) * 2 - 1
+    ys, xs = torch.nonzero((frame - rgb).abs().amax(0) < 0.05, as_tuple=True)
+    return (xs.float().mean().item(), ys.float().mean().item()) if len(xs) else None
+
+
+def test_direction_label_matches_the_rendered_motion():
+    from patchworld.data.synthetic import COLOURS
+
+    checked = 0
+    for index in range(40):
+        item = clip(index, max_objects=1, gravity_prob=0.0)
+        colour = COLOURS[TASKS["colour"][item["labels"]["colour"]]]
+        start, after = _centroid(item["video"][:, 0], colour), _centroid(item["video"][:, 1], colour)
+        if start is None or after is None:
+            continue
+        dx, dy = after[0] - start[0], after[1] - start[1]
+        seen = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
+        assert DIRECTIONS[item["labels"]["direction"]] == seen
+        checked += 1
+    assert checked >= 30
+
+
+def test_time_reversal_plays_the_clip_backwards():
+    seed = np.random.SeedSequence(7)
+    forward = render(np.random.default_rng(seed), 8, 32, 32, reverse_prob=0.0)
+    backward = render(np.random.default_rng(seed), 8, 32, 32, reverse_prob=1.0)
+    assert backward["labels"]["reversed"] == 1 and forward["labels"]["reversed"] == 0
+    assert torch.allclose(backward["video"], forward["video"].flip(1))
+
+
+@pytest.mark.parametrize("violation", VIOLATIONS[1:])
+def test_impossible_clip_matches_its_possible_twin_until_the_event(violation):
+    kwargs = dict(frames=16, height=48, width=48, gravity_prob=0.0)
+    twin_course = violation == "pass_through"
+    for index in range(6):
+        possible = render(np.random.default_rng([3, index]), violation="none", collision_course=twin_course, **kwargs)
+        impossible = render(np.random.default_rng([3, index]), violation=violation, **kwargs)
+        assert impossible["labels"]["violation"] == VIOLATIONS.index(violation)
+        differs = (possible["video"] - impossible["video"]).abs().amax(dim=(0, 2, 3)) > 1e-4  # (T,)
+        if differs.any():
+            first = int(differs.nonzero()[0])
+            assert first >= 16 // 4 and differs[first:].float().mean() > 0.5
+            return
+    pytest.fail(f"{violation} never changed a clip")
+
+
+def test_physics_labels_occur():
+    labels = [clip(i, max_objects=3)["labels"] for i in range(60)]
+    for task in ("bounced", "collided", "gravity"):
+        assert 0 < sum(label[task] for label in labels) < 60, task
+    assert {label["count"] for label in labels} == {0, 1, 2}
+
+
+def test_variable_sizes_and_durations_per_batch():
+    data = SyntheticWorld(frames=[4, 8], size=[(32, 32), (32, 48)], batch_size=4, train_size=32)
+    shapes = set()
+    for batch in data.train_dataloader():
+        assert batch["video"].shape[0] <= 4
+        shapes.add(tuple(batch["video"].shape[2:]))
+        assert set(batch["labels"]) == set(TASKS) and len(batch["caption"]) == batch["video"].shape[0]
+    assert len(shapes) > 1 and shapes <= {(4, 32, 32), (4, 32, 48), (8, 32, 32), (8, 32, 48)}
+
+
+def test_video_io_roundtrip(tmp_path):
+    t, y, x = torch.meshgrid(torch.arange(6.0), torch.arange(30.0), torch.arange(40.0), indexing="ij")
+    video = torch.stack([torch.sin((x + 3 * t) / 6), torch.cos(y / 5), (x - y) / 40]).clamp(-1, 1)  # smooth, moving
+    path = write_video(tmp_path / "clip.mp4", video, fps=6)
+    info = probe_video(path)
+    assert (info.width, info.height) == (40, 30) and info.fps == pytest.approx(6)
+    back = read_clip(path, 6, (30, 40))
+    assert back.shape == (3, 6, 30, 40)
+    error = (back - video).abs().mean()
+    assert error < 0.06  # H.264 with 4:2:0 chroma is lossy, but close on smooth content
+    assert (back - video.flip(1)).abs().mean() > 3 * error  # and frame order is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp files left behind
+
+
+def test_write_video_pads_odd_sizes_to_even(tmp_path):
+    info = probe_video(write_video(tmp_path / "odd.mp4", torch.zeros(3, 2, 15, 21)))
+    assert (info.width, info.height) == (22, 16)
+
+
+def test_video_folder_labels_captions_and_bad_files(tmp_path, make_mp4):
+    for label in ("cats", "dogs"):
+        for k in range(2):
+            make_mp4(tmp_path / label / f"{k}.mp4", frames=10, seed=k)
+    (tmp_path / "dogs" / "1.txt").write_text("a dog runs\n")
+    (tmp_path / "dogs" / "broken.mp4").write_bytes(b"not a video at all")
+    data = VideoFolder(str(tmp_path), frames=4, size=(32, 32), batch_size=8, val_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"skipping .*broken\.mp4"):
+        data.setup("fit")
+    batch = next(iter(data.predict_dataloader()))
+    assert batch["video"].shape == (4, 3, 4, 32, 32)
+    assert sorted(batch["labels"]["label"].tolist()) == [0, 0, 1, 1]
+    assert "a dog runs" in batch["caption"]
+
+
+def test_video_folder_samples_clips_by_timestamp(tmp_path, make_mp4):
+    path = make_mp4(tmp_path / "a.mp4", frames=16, fps=8)
+    early, late = read_clip(path, 2, (48, 64), start=0.0), read_clip(path, 2, (48, 64), start=1.0)
+    assert not torch.allclose(early, late)
+    assert torch.allclose(read_clip(path, 8, (48, 64), start=1.0)[:, :2], late, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", ["empty", "not_videos", "missing"])
+def test_video_folder_without_readable_video_is_a_one_line_error(tmp_path, make):
+    root = tmp_path / "data"
+    if make != "missing":
+        root.mkdir()
+    if make == "not_videos":
+        (root / "notes.txt").write_text("hello")
+        (root / "fake.mp4").write_bytes(b"\x00" * 100)
+    data = VideoFolder(str(root))
+    with pytest.warns(UserWarning) if make == "not_videos" else _no_warning():
+        with pytest.raises(DataError) as error:
+            data.setup("fit")
+    assert "\n" not in str(error.value) and str(root) in str(error.value)
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
