@@ -1,0 +1,391 @@
+"""`VAE`: a causal 3D convolutional KL autoencoder — the video compression network — and
+`VAEReconstruction`, the objective that trains it.
+
+Causal means every convolution looks only at the current and earlier frames (time is zero-padded on
+the past side), so frame 0 is encoded on its own: an image is a 1-frame video and
+both go through the same weights. A video of T = 1 + k*ct frames becomes 1 + k latent frames; the
+decoder mirrors it (latent frame 0 -> pixel frame 0, latent frame j -> pixel frames (j-1)*ct+1 .. j*ct).
+
+Downstream recipes see normalised latents: `encode` returns the posterior mean shifted and scaled per
+channel by statistics measured on the training data (buffers stored with the weights), and `decode`
+undoes it. `checkpoint=` loads a trained VAE (a patchworld `.ckpt` or an exported `.safetensors`) and
+freezes it, so any recipe can use it as its tokenizer.
+"""
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from patchworld import ComponentError, DataError, Objective, PatchworldError, Tokenizer, grid_positions
+from patchworld.patches import Size3, as_size3
+
+from .export import read_part
+
+#: constructor arguments that fix the architecture; stored with the weights so a checkpoint rebuilds it
+ARCHITECTURE = ("compression", "latent_channels", "width", "multipliers", "blocks")
+
+
+# ---- building blocks ------------------------------------------------------------------------------
+class CausalConv3d(nn.Conv3d):
+    """A Conv3d that zero-pads time only on the past side, so output frame i depends on input frames
+    <= i*stride only. Space is zero-padded symmetrically ("same" size at stride 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int | Size3 = 3, stride: int | Size3 = 1):
+        kt, kh, kw = as_size3(kernel)
+        super().__init__(in_channels, out_channels, (kt, kh, kw), stride=as_size3(stride), padding=(0, kh // 2, kw // 2))
+        self.time_padding = kt - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw)
+        x = F.pad(x, (0, 0, 0, 0, self.time_padding, 0))  # (B, C_in, kt-1 + T, H, W), zeros before frame 0
+        return super().forward(x)
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over channels at every (t, h, w) position: nothing mixes across frames, so it keeps the
+    model causal (a GroupNorm over the whole clip would not), and it works at any size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, T, H, W); channels-last memory makes movedim a free view
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)  # (B, C, T, H, W)
+
+
+class ResBlock(nn.Module):
+    """norm -> SiLU -> causal conv, twice, plus a (1x1x1 projected) skip; the last conv starts at zero."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1, self.conv1 = ChannelNorm(in_channels), CausalConv3d(in_channels, out_channels)
+        self.norm2, self.conv2 = ChannelNorm(out_channels), CausalConv3d(out_channels, out_channels)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in, T, H, W) -> (B, C_out, T, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by (st, sh, sw) then a causal conv. In time, frame 0 stays one frame
+    and every later latent frame becomes st frames: t -> 1 + (t-1)*st (the inverse of the encoder)."""
+
+    def __init__(self, in_channels: int, out_channels: int, factor: Size3):
+        super().__init__()
+        self.factor = factor
+        self.conv = CausalConv3d(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, t, h, w) -> (B, C_out, 1 + (t-1)*st, h*sh, w*sw)
+        st = self.factor[0]
+        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")  # (B, C, t*st, h*sh, w*sw)
+        return self.conv(x[:, :, st - 1 :])  # drop the st-1 copies of frame 0
+
+
+def stage_factors(compression: Size3) -> list[Size3]:
+    """Per-stage (t, h, w) down-sampling factors (each 1 or 2) that multiply to `compression`; time is
+    compressed in the first stages, where it saves the most work."""
+    steps = [int(math.log2(c)) for c in compression]
+    return [tuple(2 if i < n else 1 for n in steps) for i in range(max(steps))]  # type: ignore[misc]
+
+
+def per_stage(values: list[int], stages: int) -> list[int]:
+    """One value per stage: the list cut to `stages`, its last value repeated if it is short."""
+    values = list(values) or [1]
+    return (values + [values[-1]] * stages)[:stages]
+
+
+class Encoder(nn.Module):
+    def __init__(self, widths: list[int], factors: list[Size3], blocks: list[int], latent_channels: int):
+        super().__init__()
+        self.conv_in = CausalConv3d(3, widths[0])
+        self.stages = nn.ModuleList()
+        for i, factor in enumerate(factors):
+            layers = [ResBlock(widths[i], widths[i]) for _ in range(blocks[i])]
+            layers.append(CausalConv3d(widths[i], widths[i + 1], 3, stride=factor))
+            self.stages.append(nn.Sequential(*layers))
+        self.mid = nn.Sequential(*[ResBlock(widths[-1], widths[-1]) for _ in range(blocks[-1])])
+        self.norm_out = ChannelNorm(widths[-1])
+        self.conv_out = CausalConv3d(widths[-1], 2 * latent_channels)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        # video: (B, 3, T, H, W) -> moments (B, 2c, t, h, w)
+        x = self.conv_in(video)  # (B, w0, T, H, W)
+        for stage in self.stages:
+            x = stage(x)  # each stage divides (T-1, H, W) by its factor
+        x = self.mid(x)  # (B, w_last, t, h, w)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, widths: list[int], factors: list[Size3], blocks: list[int], latent_channels: int):
+        super().__init__()
+        self.conv_in = CausalConv3d(latent_channels, widths[-1])
+        self.mid = nn.Sequential(*[ResBlock(widths[-1], widths[-1]) for _ in range(blocks[-1])])
+        self.stages = nn.ModuleList()
+        for i in reversed(range(len(factors))):
+            layers = [Upsample(widths[i + 1], widths[i], factors[i])]
+            layers += [ResBlock(widths[i], widths[i]) for _ in range(blocks[i])]
+            self.stages.append(nn.Sequential(*layers))
+        self.norm_out = ChannelNorm(widths[0])
+        self.conv_out = CausalConv3d(widths[0], 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: (B, c, t, h, w) -> video (B, 3, T, H, W)
+        x = self.mid(self.conv_in(z))  # (B, w_last, t, h, w)
+        for stage in self.stages:
+            x = stage(x)  # each stage multiplies (t-1, h, w) by its factor
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+# ---- the tokenizer ----------------------------------------------------------------------------------
+class VAE(Tokenizer):
+    """Causal 3D convolutional KL autoencoder (the video compression network), frozen when loaded.
+
+    video (B, 3, T, H, W) <-> latents (B, c, t, h, w).
+
+    Args:
+        compression: (t, h, w) down-sampling factors, powers of two, e.g. (4, 8, 8) or (2, 4, 4).
+            Valid inputs have T = 1 + k*t frames, H a multiple of h and W a multiple of w.
+        latent_channels: channels c of the latent grid.
+        width: channels of the full-resolution stage; stage i has width * multipliers[i].
+        multipliers: width multiplier per stage (there is one stage per down-sampling step plus the
+            lowest-resolution one; the last value is repeated if the list is short).
+        blocks: residual blocks per stage, one number for all or a list like `multipliers`.
+        checkpoint: a patchworld checkpoint of a VAE fit run (``.ckpt``, keys ``tokenizer.*``) or an
+            exported ``.safetensors``. Its weights and latent statistics are loaded, its architecture
+            replaces the arguments above, and the VAE is frozen (no gradients, always in eval mode).
+    """
+
+    causal = True
+
+    def __init__(self, compression: int | tuple[int, int, int] = (2, 4, 4), latent_channels: int = 8, width: int = 32,
+                 multipliers: tuple[int, ...] = (1, 2, 4), blocks: int | tuple[int, ...] = 1,
+                 checkpoint: str | None = None):
+        super().__init__()
+        config = {"compression": list(as_size3(compression)), "latent_channels": latent_channels, "width": width,
+                  "multipliers": list(multipliers), "blocks": [blocks] if isinstance(blocks, int) else list(blocks)}
+        weights = None
+        if checkpoint is not None:
+            weights, stored = read_part(checkpoint)
+            if not stored or stored.get("class") != "VAE":
+                raise PatchworldError(f"VAE.checkpoint {checkpoint!r}: its tokenizer is not a patchworld VAE "
+                                      f"(no stored VAE configuration)")
+            config = {key: stored[key] for key in ARCHITECTURE}
+        self.config = config
+        self.compression = as_size3(config["compression"])
+        for axis, factor in zip("thw", self.compression):
+            if factor < 1 or factor & (factor - 1):
+                raise PatchworldError(f"VAE.compression must be powers of two; got {axis}={factor} in {self.compression}")
+        self.latent_channels = config["latent_channels"]
+        factors = stage_factors(self.compression)
+        widths = [config["width"] * m for m in per_stage(config["multipliers"], len(factors) + 1)]
+        blocks = per_stage(config["blocks"], len(factors) + 1)
+        self.encoder = Encoder(widths, factors, blocks, self.latent_channels)
+        self.decoder = Decoder(widths, factors, blocks, self.latent_channels)
+        # per-channel statistics of the posterior mean on training data (see `update_latent_stats`)
+        self.register_buffer("latent_shift", torch.zeros(self.latent_channels))
+        self.register_buffer("latent_scale", torch.ones(self.latent_channels))
+        self.register_buffer("stats_updates", torch.zeros((), dtype=torch.long))
+        self.to(memory_format=torch.channels_last_3d)  # ~2-3x faster 3D convolutions on CPU (oneDNN)
+        self.frozen = weights is not None
+        if weights is not None:
+            self._load(weights, checkpoint)
+            self.requires_grad_(False)
+            self.eval()
+
+    def _load(self, weights: dict[str, torch.Tensor], checkpoint: str) -> None:
+        mine = self.state_dict()
+        mine.pop("_extra_state", None)
+        missing, unexpected = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
+        wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+                 if k in weights and weights[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise PatchworldError(f"VAE.checkpoint {checkpoint!r} does not match the VAE it describes: "
+                                  f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}")
+        self.load_state_dict({**weights, "_extra_state": self.get_extra_state()})
+
+    # the architecture travels with the weights: in a .ckpt as `tokenizer._extra_state`, in an exported
+    # .safetensors as metadata
+    def get_extra_state(self) -> dict:
+        return {"class": "VAE", **self.config}
+
+    def set_extra_state(self, state: dict) -> None:
+        theirs = {key: state.get(key) for key in ARCHITECTURE}
+        if theirs != {key: self.config[key] for key in ARCHITECTURE}:
+            raise PatchworldError(f"the checkpoint's VAE has architecture {theirs}, this one {self.config}")
+
+    def train(self, mode: bool = True) -> VAE:
+        """A frozen (loaded) VAE stays in eval mode whatever the trainer asks."""
+        return super().train(mode and not getattr(self, "frozen", False))
+
+    # ---- the Tokenizer API: normalised latents -----------------------------------------------
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, 3, T, H, W) in [-1, 1] -> normalised posterior mean (B, c, t, h, w), ~unit variance."""
+        mean, _ = self.posterior(video)
+        return (mean - self._view(self.latent_shift)) / self._view(self.latent_scale)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents (B, c, t, h, w) -> video (B, 3, 1 + (t-1)*ct, h*ch, w*cw), unclamped."""
+        return self.decode_raw(latents * self._view(self.latent_scale) + self._view(self.latent_shift))
+
+    # ---- raw posterior (what the reconstruction objective trains) ----------------------------
+    def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """video (B, 3, T, H, W) -> raw (un-normalised) posterior mean and log-variance, each (B, c, t, h, w)."""
+        if video.dim() != 5 or video.shape[1] != 3:
+            raise DataError(f"VAE expects video (B, 3, T, H, W) (an image is a 1-frame video: add a time axis "
+                            f"with video.unsqueeze(2)); got shape {tuple(video.shape)}")
+        self.latent_grid(*video.shape[2:])  # a DataError stating the valid sizes
+        moments = self.encoder(video.contiguous(memory_format=torch.channels_last_3d))  # (B, 2c, t, h, w)
+        mean, logvar = moments.float().chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """raw latents (B, c, t, h, w) -> video (B, 3, T, H, W)."""
+        if z.dim() != 5 or z.shape[1] != self.latent_channels:
+            raise DataError(f"VAE.decode expects latents (B, {self.latent_channels}, t, h, w); got {tuple(z.shape)}")
+        return self.decoder(z.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+
+    @torch.no_grad()
+    def update_latent_stats(self, mean: torch.Tensor, momentum: float = 0.01) -> None:
+        """Fold a batch of raw posterior means (B, c, t, h, w) into the per-channel shift/scale: a running
+        average over the first 1/momentum batches, then an exponential moving average."""
+        if self.frozen:
+            return
+        values = mean.detach().float().transpose(0, 1).flatten(1)  # (c, B*t*h*w)
+        rate = max(momentum, 1.0 / (int(self.stats_updates) + 1))
+        self.latent_shift.lerp_(values.mean(1), rate)
+        self.latent_scale.lerp_(values.std(1).clamp_min(1e-4), rate)
+        self.stats_updates += 1
+
+    def compression_ratio(self, frames: int, height: int, width: int) -> float:
+        """Pixel values per latent value for a video of this size."""
+        t, h, w = self.latent_grid(frames, height, width)
+        return (3 * frames * height * width) / (self.latent_channels * t * h * w)
+
+    def _view(self, stat: torch.Tensor) -> torch.Tensor:
+        return stat.view(1, -1, 1, 1, 1)
+
+
+# ---- the objective that trains it -----------------------------------------------------------------
+def psnr(reconstruction: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR in dB of videos in [-1, 1] (peak-to-peak 2, i.e. the usual PSNR on [0, 1]), (B,)."""
+    mse = (reconstruction.float().clamp(-1, 1) - video.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+def ssim(reconstruction: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Mean per-frame SSIM (11x11 Gaussian window, torchmetrics) of videos in [-1, 1]."""
+    frames = lambda v: rearrange(v.float().clamp(-1, 1), "b c t h w -> (b t) c h w")  # noqa: E731
+    return structural_similarity_index_measure(frames(reconstruction), frames(video), data_range=2.0)
+
+
+class VAEReconstruction(Objective):
+    """Trains a `VAE` tokenizer: L1/L2 reconstruction + KL, logging PSNR, SSIM and compression.
+
+    The loss is L1 (+ L2) reconstruction + KL to a unit Gaussian (+ an optional gradient-difference term
+    on spatial and temporal differences). Validation logs PSNR, SSIM and the
+    compression ratio; `predict` returns original and reconstruction (a `VideoWriter` writes both as mp4).
+
+    Args:
+        l1_weight / l2_weight: weights of the mean absolute / squared pixel error.
+        kl_weight: weight of the KL divergence (mean over latent values).
+        gradient_weight: weight of the L1 error between the spatial and temporal finite differences of
+            the reconstruction and of the original (sharper edges and motion); 0 turns it off.
+        crop: train on random crops of this many pixels (H and W, a multiple of the spatial compression)
+            for speed; validation and predict use whole frames.
+        stats_momentum: momentum of the running per-channel latent statistics.
+    """
+
+    def __init__(self, l1_weight: float = 1.0, l2_weight: float = 0.0, kl_weight: float = 1e-6,
+                 gradient_weight: float = 0.0, crop: int | None = None, stats_momentum: float = 0.01):
+        super().__init__()
+        self.l1_weight, self.l2_weight, self.kl_weight = l1_weight, l2_weight, kl_weight
+        self.gradient_weight, self.crop, self.stats_momentum = gradient_weight, crop, stats_momentum
+
+    def bind(self, world) -> None:
+        if not isinstance(world.tokenizer, VAE):
+            raise ComponentError(f"VAEReconstruction trains a VAE tokenizer; the recipe's tokenizer is "
+                                 f"{type(world.tokenizer).__name__} (set model.tokenizer.class_path: VAE)")
+        if world.tokenizer.frozen:
+            raise ComponentError("VAEReconstruction got a frozen VAE (model.tokenizer.init_args.checkpoint is set): "
+                                 "there is nothing to train; remove the checkpoint to train a new VAE")
+        if self.crop is not None and self.crop % max(world.tokenizer.compression[1:]):
+            raise ComponentError(f"VAEReconstruction.crop={self.crop} must be a multiple of the VAE's spatial "
+                                 f"compression {world.tokenizer.compression[1:]}")
+
+    def random_crop(self, video: torch.Tensor) -> torch.Tensor:
+        """The same random (crop x crop) window of every clip in the batch; whole frames if they are smaller."""
+        if self.crop is None:
+            return video
+        h, w = video.shape[-2:]
+        ch, cw = min(self.crop, h), min(self.crop, w)
+        top, left = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        return video[..., top : top + ch, left : left + cw]
+
+    def losses(self, vae: VAE, video: torch.Tensor, sample: bool) -> dict[str, torch.Tensor]:
+        mean, logvar = vae.posterior(video)  # (B, c, t, h, w) each
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        reconstruction = vae.decode_raw(z).float()  # (B, 3, T, H, W)
+        error = reconstruction - video.float()
+        l1, l2 = error.abs().mean(), error.pow(2).mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = self.l1_weight * l1 + self.l2_weight * l2 + self.kl_weight * kl
+        out = {"l1": l1, "kl": kl, "psnr": psnr(reconstruction.detach(), video).mean()}
+        if self.gradient_weight:
+            out["gradient"] = gradient_difference(reconstruction, video.float())
+            loss = loss + self.gradient_weight * out["gradient"]
+        return {"loss": loss, **out, "mean": mean, "reconstruction": reconstruction}
+
+    def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.losses(world.tokenizer, self.random_crop(batch["video"]), sample=True)
+        world.tokenizer.update_latent_stats(out.pop("mean"), self.stats_momentum)
+        out.pop("reconstruction")
+        return out
+
+    @torch.no_grad()
+    def validation_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        vae, video = world.tokenizer, batch["video"]
+        reconstruction = vae.decode(vae.encode(video)).float()  # the path downstream recipes use
+        mean, logvar = vae.posterior(video)
+        return {
+            "loss": (reconstruction - video).abs().mean(),
+            "psnr": psnr(reconstruction, video).mean(),
+            "ssim": ssim(reconstruction, video),
+            "kl": 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean(),
+            "compression": torch.tensor(vae.compression_ratio(*video.shape[2:])),
+            "latent_std": vae.encode(video).std(),
+        }
+
+    @torch.no_grad()
+    def predict_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        video = batch["video"]  # (B, 3, T, H, W)
+        reconstruction = world.tokenizer.decode(world.tokenizer.encode(video)).float().clamp(-1, 1)
+        return {"original": video, "reconstruction": reconstruction,
+                "side_by_side": torch.cat([video.float(), reconstruction], dim=-1)}  # (B, 3, T, H, 2W)
+
+    def features(self, world, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised latent grid as tokens (B, t*h*w, c) with positions (B, t*h*w, 3)."""
+        latents = world.tokenizer.encode(video)  # (B, c, t, h, w)
+        positions = grid_positions(*latents.shape[2:], device=video.device).expand(video.shape[0], -1, -1)
+        return rearrange(latents, "b c t h w -> b (t h w) c"), positions
+
+    def surprise(self, world, video: torch.Tensor) -> torch.Tensor:
+        """Per-clip mean squared reconstruction error, (B,)."""
+        reconstruction = world.tokenizer.decode(world.tokenizer.encode(video)).float()
+        return (reconstruction - video.float()).pow(2).flatten(1).mean(1)
+
+
+def gradient_difference(reconstruction: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Mean L1 error between finite differences along T, H and W of two (B, C, T, H, W) videos."""
+    total = reconstruction.new_zeros(())
+    for dim in (2, 3, 4):
+        if video.shape[dim] > 1:
+            total = total + (reconstruction.diff(dim=dim) - video.diff(dim=dim)).abs().mean()
+    return total
