@@ -5,8 +5,10 @@ from importlib.resources import files
 from patchworld import hookimpl
 from patchworld.data import SyntheticWorld, VideoFolder
 
+from .export import export_command
 from .pixels import Pixels
 from .text import TinyTextEncoder
+from .vae import VAE, VAEReconstruction
 from .videomae import VideoMAE
 from .vit import ViT
 from .writers import EmbeddingWriter, VideoWriter
@@ -14,7 +16,7 @@ from .writers import EmbeddingWriter, VideoWriter
 
 @hookimpl
 def patchworld_register_tokenizers():
-    return [Pixels]
+    return [Pixels, VAE]
 
 
 @hookimpl
@@ -24,7 +26,7 @@ def patchworld_register_backbones():
 
 @hookimpl
 def patchworld_register_objectives():
-    return [VideoMAE]
+    return [VideoMAE, VAEReconstruction]
 
 
 @hookimpl
@@ -45,3 +47,8 @@ def patchworld_register_datamodules():
 @hookimpl
 def patchworld_register_recipe_dirs():
     return [str(files("patchworld_recipes"))]
+
+
+@hookimpl
+def patchworld_register_commands():
+    return {"export": export_command}
