@@ -65,6 +65,13 @@ class PatchworldCLI(LightningCLI):
             run=run,
         )
 
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's trainer, with the checkpoint callback also keeping `checkpoints/last.ckpt`."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.save_last is None:
+            trainer.checkpoint_callback.save_last = True
+        return trainer
+
 
 def resolve_recipe_args(argv: list[str], registry: Registry) -> list[str]:
     """Let ``--config NAME`` name a shipped recipe when NAME is not an existing file."""

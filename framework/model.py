@@ -63,7 +63,11 @@ class WorldModel(pl.LightningModule):
         weight_decay_end: float | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["tokenizer", "backbone", "objective", "conditioner", "decoder"], logger=False)
+        with warnings.catch_warnings():
+            # From the CLI the saved hyper-parameters are the parsed recipe (so load_from_checkpoint rebuilds
+            # every part); built in Python they are the part objects themselves, which is fine.
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            self.save_hyperparameters(logger=False)
         self.tokenizer, self.conditioner, self.backbone = tokenizer, conditioner, backbone
         self.objective, self.decoder = objective, decoder
         for part in (tokenizer, conditioner, backbone, objective, decoder):
