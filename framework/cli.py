@@ -120,22 +120,39 @@ def show_recipes(registry: Registry, argv: list[str]) -> int:
 
 def show_commands(registry: Registry) -> None:
     if registry.commands:
-        print("commands:")
+        print("commands from plugins:")
         for name, (function, plugin) in sorted(registry.commands.items()):
             summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
             print(f"  {name:<18} [{plugin}] {summary}")
 
 
 COMMANDS = {"plugins": show_plugins, "recipes": show_recipes}
+USAGE = """usage: patchworld COMMAND [options]
+
+training and inference (Lightning; `patchworld COMMAND --help` for options):
+  fit                train a recipe:  patchworld fit --config recipes/videomae-tiny.yaml
+  validate / test    evaluate a checkpoint (--ckpt_path)
+  predict            run a checkpoint through the recipe's decoder (--ckpt_path)
+catalogue:
+  plugins            every component by kind, with the plugin it came from
+  recipes            the shipped recipes"""
+
+
+def show_usage(registry: Registry) -> int:
+    print(USAGE)
+    show_commands(registry)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         registry = load_plugins()
-        if argv and argv[0] in COMMANDS:
+        if not argv or argv[0] in ("-h", "--help"):
+            return show_usage(registry)
+        if argv[0] in COMMANDS:
             return COMMANDS[argv[0]](registry, argv[1:])
-        if argv and argv[0] in registry.commands:
+        if argv[0] in registry.commands:
             return registry.commands[argv[0]][0](argv[1:])
         with warnings.catch_warnings():  # we pass args on purpose, after resolving recipe names
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
