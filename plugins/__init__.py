@@ -5,11 +5,16 @@ from importlib.resources import files
 from patchworld import hookimpl
 from patchworld.data import SyntheticWorld, VideoFolder
 
+from .ddpm import DDPM
+from .dit import DiT
 from .export import export_command
+from .flow import Flow
 from .pixels import Pixels
+from .prompts import Prompts
 from .text import TinyTextEncoder
 from .vae import VAE, VAEReconstruction
 from .videomae import VideoMAE
+from .vjepa import VJEPA
 from .vit import ViT
 from .writers import EmbeddingWriter, VideoWriter
 
@@ -21,12 +26,12 @@ def patchworld_register_tokenizers():
 
 @hookimpl
 def patchworld_register_backbones():
-    return [ViT]
+    return [ViT, DiT]
 
 
 @hookimpl
 def patchworld_register_objectives():
-    return [VideoMAE, VAEReconstruction]
+    return [VideoMAE, VJEPA, Flow, DDPM, VAEReconstruction]
 
 
 @hookimpl
@@ -41,7 +46,7 @@ def patchworld_register_conditioners():
 
 @hookimpl
 def patchworld_register_datamodules():
-    return [SyntheticWorld, VideoFolder]
+    return [SyntheticWorld, VideoFolder, Prompts]
 
 
 @hookimpl

@@ -1,0 +1,122 @@
+"""Multi-block 3D masks (V-JEPA): rectangles of spatial cells, each extended as a tube through all time.
+
+A *mask family* is a number of blocks of a given spatial scale (fraction of the frame's cells) and aspect
+ratio range. V-JEPA uses two families every step:
+
+* short-range: the union of 8 blocks of ~15% of the frame each (together roughly half of the cells);
+* long-range: the union of 2 blocks of ~70% of the frame each (together roughly 90% of the cells).
+
+For one clip, the masked cells (the union of the blocks) are the prediction *targets*; every other cell is
+*context*. Masks are sampled in space and repeated over every token frame, so a target region is hidden
+for the whole clip and cannot be copied from a neighbouring frame.
+
+Equal token counts per batch: the union of overlapping blocks covers a different number of cells in each
+clip, but a batch needs one tensor of context indices and one of target indices. For each family we take
+the smallest context count and the smallest target count in the batch and keep a *uniformly random*
+subset of that size from every clip's context cells and from its target cells (then sort it in token
+order). Random subsampling, unlike truncating a sorted index list, favours no region of the frame (not the
+top rows, not the first frames). A dropped target cell is simply not predicted; a dropped context cell is
+simply not shown. No cell ever moves from one set to the other, so the context never contains a target.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+Size3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class MaskFamily:
+    """`blocks` rectangles, each covering `scale` of the h x w cells, aspect ratio (h/w) in `aspect_ratio`."""
+
+    blocks: int
+    scale: float
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+
+    def __post_init__(self):
+        if self.blocks < 1 or not 0 < self.scale <= 1:
+            raise ValueError(f"a mask family needs blocks >= 1 and 0 < scale <= 1, got {self}")
+        low, high = self.aspect_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"aspect_ratio must be (low, high) with 0 < low <= high, got {self.aspect_ratio}")
+
+
+#: V-JEPA's two families
+SHORT_RANGE = MaskFamily(blocks=8, scale=0.15)
+LONG_RANGE = MaskFamily(blocks=2, scale=0.7)
+
+
+@dataclass
+class BlockMask:
+    """Token indices for one family over a batch: `context` (B, Nc) and `target` (B, Nt), sorted, disjoint."""
+
+    context: torch.Tensor
+    target: torch.Tensor
+
+
+def block_size(family: MaskFamily, height: int, width: int, generator: torch.Generator | None = None) -> tuple[int, int]:
+    """A random (bh, bw) with bh * bw ~ scale * h * w and bh / bw log-uniform in the aspect-ratio range."""
+    low, high = family.aspect_ratio
+    u = torch.rand((), generator=generator).item()
+    aspect = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    area = family.scale * height * width
+    bh = min(height, max(1, round(math.sqrt(area * aspect))))
+    bw = min(width, max(1, round(math.sqrt(area / aspect))))
+    return bh, bw
+
+
+def spatial_block_mask(batch: int, height: int, width: int, family: MaskFamily,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, h, w) bool, True where a cell is covered by the union of the family's blocks."""
+    covered = torch.zeros(batch, height, width, dtype=torch.bool)
+    for b in range(batch):
+        for _ in range(family.blocks):
+            bh, bw = block_size(family, height, width, generator)
+            top = int(torch.randint(0, height - bh + 1, (), generator=generator))
+            left = int(torch.randint(0, width - bw + 1, (), generator=generator))
+            covered[b, top : top + bh, left : left + bw] = True
+    return covered
+
+
+def random_subset(member: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """member (B, S) bool with at least `count` True per row -> (B, count) sorted indices of a uniformly
+    random subset of each row's True entries."""
+    scores = torch.rand(member.shape, generator=generator).masked_fill(~member, 2.0)  # non-members sort last
+    return scores.argsort(dim=1)[:, :count].sort(dim=1).values
+
+
+def multiblock_mask(batch: int, grid: Size3, family: MaskFamily,
+                    generator: torch.Generator | None = None) -> BlockMask:
+    """Sample one family's context/target token indices on a (t, h, w) token grid (tokens time-major).
+
+    At least one cell stays context and at least one becomes a target in every clip (a clip whose blocks
+    cover the whole frame has one random cell returned to the context).
+    """
+    t, h, w = grid
+    if h * w < 2:
+        raise ValueError(f"multi-block masks need at least 2 spatial cells, got a token grid of {grid}")
+    covered = spatial_block_mask(batch, h, w, family, generator).flatten(1)  # (B, h*w)
+    full = covered.all(dim=1)
+    if full.any():  # give one random cell back to the context
+        cells = torch.randint(0, h * w, (int(full.sum()),), generator=generator)
+        covered[full.nonzero().squeeze(1), cells] = False
+    n_target = int(covered.sum(1).min())
+    n_context = int((~covered).sum(1).min())
+    target = random_subset(covered, n_target, generator)  # (B, Kt) spatial cells
+    context = random_subset(~covered, n_context, generator)  # (B, Kc)
+    return BlockMask(context=tubes(context, t, h * w), target=tubes(target, t, h * w))
+
+
+def tubes(cells: torch.Tensor, frames: int, cells_per_frame: int) -> torch.Tensor:
+    """(B, K) spatial cells -> (B, frames * K) token indices of the same cells in every frame, sorted."""
+    offsets = torch.arange(frames).view(1, frames, 1) * cells_per_frame  # (1, t, 1)
+    return (cells.unsqueeze(1) + offsets).flatten(1)  # time-major, so already sorted
+
+
+def sample_masks(batch: int, grid: Size3, families: tuple[MaskFamily, ...] = (SHORT_RANGE, LONG_RANGE),
+                 generator: torch.Generator | None = None) -> list[BlockMask]:
+    """One `BlockMask` per family for a batch of clips on a (t, h, w) token grid."""
+    return [multiblock_mask(batch, grid, family, generator) for family in families]
