@@ -5,6 +5,7 @@ from importlib.resources import files
 from patchworld import hookimpl
 from patchworld.data import SyntheticWorld, VideoFolder
 
+from .adherence import adherence
 from .ddpm import DDPM
 from .dit import DiT
 from .export import export_command
@@ -56,4 +57,4 @@ def patchworld_register_recipe_dirs():
 
 @hookimpl
 def patchworld_register_commands():
-    return {"export": export_command}
+    return {"export": export_command, "adherence": adherence}

@@ -1,0 +1,51 @@
+"""`Flow`: rectified flow. x_t = (1 - t) x_0 + t noise; the network predicts the velocity noise - x_0;
+training times are logit-normal and shifted towards noise for bigger clips; sampling is Euler steps."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .generation import GenerativeObjective
+
+
+class Flow(GenerativeObjective):
+    """Rectified flow with a velocity target and an Euler sampler.
+
+    Args:
+        logit_mean / logit_std: training times are sigmoid(N(logit_mean, logit_std^2)).
+        shift: timestep shift s, t -> s t / (1 + (s - 1) t), applied to training and sampling times.
+            None (default): resolution/length-dependent, s = sqrt(tokens / base_tokens) (at least 1), so
+            clips with more tokens spend more time at high noise.
+        base_tokens: the token count at which the dependent shift is 1.
+        **kwargs: the shared options of `GenerativeObjective` (caption_dropout, steps, guidance,
+            mixture, predict_task, context_frames, seed, progress, feature_timestep, feature_depth).
+    """
+
+    def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0, shift: float | None = None,
+                 base_tokens: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.logit_mean, self.logit_std, self.shift, self.base_tokens = logit_mean, logit_std, shift, base_tokens
+
+    def shift_for(self, tokens: int) -> float:
+        return self.shift if self.shift is not None else max(1.0, math.sqrt(tokens / self.base_tokens))
+
+    @staticmethod
+    def apply_shift(t: torch.Tensor, s: float) -> torch.Tensor:
+        return s * t / (1 + (s - 1) * t)
+
+    def coefficients(self, t):
+        return 1 - t, t
+
+    def target(self, x0, noise, t):
+        return noise - x0  # velocity dx_t/dt
+
+    def training_timesteps(self, batch, tokens, device):
+        t = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(batch, device=device))
+        return self.apply_shift(t, self.shift_for(tokens))
+
+    def schedule(self, steps, tokens):
+        return self.apply_shift(torch.linspace(1, 0, steps + 1, dtype=torch.float64), self.shift_for(tokens))
+
+    def step(self, x, prediction, t, t_next):
+        return x + (t_next - t).to(x.dtype) * prediction.to(x.dtype)  # Euler

