@@ -213,7 +213,9 @@ class VJEPA(Objective):
     def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
         out = self.losses(world, batch["video"], self._masks(batch))
         prediction_loss = out["per_sample"].mean()
-        result = {"prediction_loss": prediction_loss, "momentum": torch.tensor(self.momentum)}
+        result = {"prediction_loss": prediction_loss}
+        if self.anti_collapse == "ema":
+            result["momentum"] = torch.tensor(self.momentum)
         if self.anti_collapse == "sigreg":
             result["sigreg"] = sigreg(out["target"], self.sigreg_slices)
             result["loss"] = (1 - self.sigreg_weight) * prediction_loss + self.sigreg_weight * result["sigreg"]

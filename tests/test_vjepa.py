@@ -199,10 +199,10 @@ def test_linear_probe_and_feature_extraction():
     features = centres[labels] + torch.randn(300, 16, generator=generator)
     train = FeatureSet(features[:200], {"direction": labels[:200]})
     test = FeatureSet(features[200:], {"direction": labels[200:]})
-    result = linear_probe(train, test, "direction")
+    result = linear_probe(train, test, "direction", steps=100)
     assert result.test_accuracy > 0.9 and result.classes == 4
     noise = FeatureSet(torch.randn(100, 16, generator=generator), {"direction": labels[200:]})
-    assert linear_probe(train, noise, "direction").test_accuracy < 0.5
+    assert linear_probe(train, noise, "direction", steps=100).test_accuracy < 0.5
     with pytest.raises(KeyError, match="shape"):
         linear_probe(train, test, "shape")
     world = tiny_world()
