@@ -203,7 +203,8 @@ class GenerativeObjective(Objective):
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
-        latents = world.tokenizer.encode(batch["video"]).float()  # (B, c, t, h, w)
+        with torch.no_grad():  # the tokenizer is fixed here (train a VAE with its own recipe)
+            latents = world.tokenizer.encode(batch["video"]).float()  # (B, c, t, h, w)
         B, t_lat = latents.shape[0], latents.shape[2]
         clean = training_clean_mask(B, t_lat, self.mixture, self.rng).to(latents.device)  # (B, t)
         captions = batch.get("caption") or [""] * B

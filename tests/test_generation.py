@@ -219,3 +219,20 @@ def test_minilm_conditioner_offline(monkeypatch):
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]  # paraphrases are closer than different objects
     assert not any(p.requires_grad for p in conditioner.parameters())
     assert math.isfinite(tokens.sum().item())
+
+
+def test_vae_recipe_fit_then_predict(run_cli, recipe_path, tmp_path):
+    """The same generation recipe on a (here untrained, tiny) causal VAE's latents: fit a step, then
+    image-to-video on SyntheticWorld clips keeps frame 0 and writes 5-frame videos."""
+    vae = ["--model.tokenizer.init_args.checkpoint", "null", "--model.tokenizer.init_args.width", "8",
+           "--model.tokenizer.init_args.multipliers", "[1, 2, 2]", "--model.tokenizer.init_args.blocks", "0",
+           "--data.init_args.frames", "5", "--data.init_args.size", "[16, 16]", "--data.init_args.batch_size", "2",
+           "--data.init_args.predict_size", "1", "--trainer.default_root_dir", "run", "--trainer.logger", "false"]
+    assert run_cli("fit", "--config", recipe_path("sora-tiny-vae"), *TINY, *vae, "--trainer.max_steps", "1",
+                   "--trainer.max_time", "null", "--trainer.limit_val_batches", "0") == 0
+    checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
+    assert run_cli("predict", "--config", recipe_path("sora-tiny-vae"), *TINY, *vae, "--ckpt_path", checkpoint,
+                   "--model.objective.init_args.steps", "2", "--model.objective.init_args.predict_task", "i2v") == 0
+    (video,) = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
+    with av.open(str(video)) as container:
+        assert len(list(container.decode(video=0))) == 5
