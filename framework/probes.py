@@ -7,6 +7,10 @@ the EMA target encoder's tokens. Probes never update the model.
   every label the batches carry; optionally the tokens themselves (for attentive probes).
 * `linear_probe(train, test, task)` -> `ProbeResult`: a logistic-regression probe on standardised pooled
   features, trained full-batch with AdamW, scored by accuracy on `test`.
+* `AttentiveProbe` / `LinearProbe`, `train_probe`, `probe_sweep`: the comparison's probes (learned-query
+  cross-attention pooling over all tokens + linear, or linear on standardised mean-pooled features), one
+  independent query/head per task, an (lr, weight decay) sweep chosen on validation only, test accuracy
+  reported; `auroc` for surprise scores.
 * `load_world(recipe, checkpoint)` -> (WorldModel, datamodule) built from a recipe exactly as
   ``patchworld fit`` builds it, with weights from a Lightning checkpoint (or left at their seeded random
   initialisation, the usual baseline).
@@ -134,6 +138,215 @@ def linear_probe(train: FeatureSet, test: FeatureSet, task: str, steps: int = 30
         test_accuracy = (probe(x_test).argmax(1) == y_test).float().mean().item()
     chance = torch.bincount(y_test, minlength=classes).max().item() / len(y_test)
     return ProbeResult(task, train_accuracy, test_accuracy, chance, classes)
+
+
+# ---- probes on frozen tokens: attentive and linear, several tasks at once, with a validation sweep -----
+def _heads_for(dim: int, heads: int) -> int:
+    """The largest head count <= `heads` that divides `dim`."""
+    return max(h for h in range(1, max(1, heads) + 1) if dim % h == 0)
+
+
+class TaskHeads(nn.Module):
+    """Independent linear classifiers, one per task, evaluated together: pooled (B, T, D) or (B, D) ->
+    logits (B, T, C) with C the largest class count; a task's unused class slots are -inf."""
+
+    def __init__(self, dim: int, classes: list[int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(len(classes), max(classes), dim))
+        self.bias = nn.Parameter(torch.zeros(len(classes), max(classes)))
+        self.register_buffer("valid", torch.arange(max(classes))[None] < torch.tensor(classes)[:, None])  # (T, C)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        # pooled: (B, T, D) one vector per task, or (B, D) shared by every task
+        pattern = "btd,tcd->btc" if pooled.dim() == 3 else "bd,tcd->btc"
+        logits = torch.einsum(pattern, pooled.float(), self.weight) + self.bias  # (B, T, C)
+        return logits.masked_fill(~self.valid, float("-inf"))
+
+
+class AttentiveProbe(nn.Module):
+    """Learned-query cross-attention pooling over all tokens, then a linear classifier (V-JEPA style),
+    one independent query and head per task.
+
+    Each task t has `heads` learned queries; head h attends over channel slice h of the layer-normed
+    tokens (a key projection would fold into the free query, a value projection into the linear head).
+    With zero queries the probe pools uniformly, i.e. it is a linear probe on mean-pooled (normed) tokens;
+    training moves the queries to where the label is. Tasks share no parameters, so training them
+    together on the sum of their losses trains each exactly as if alone.
+
+    Args:
+        dim: token width D.
+        classes: number of classes of each task.
+        heads: attention heads (reduced to a divisor of `dim`).
+    """
+
+    def __init__(self, dim: int, classes: list[int], heads: int = 4):
+        super().__init__()
+        self.dim, self.heads = dim, _heads_for(dim, heads)
+        self.queries = nn.Parameter(torch.zeros(len(classes), self.heads, dim // self.heads))
+        self.classifier = TaskHeads(dim, classes)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L, D) -> one pooled vector per task (B, T, D)."""
+        B, L, D = tokens.shape
+        x = nn.functional.layer_norm(tokens.float(), (D,)).view(B, L, self.heads, D // self.heads)  # (B, L, H, d)
+        logits = torch.einsum("blhd,thd->bthl", x, self.queries) / (D // self.heads) ** 0.5  # (B, T, H, L)
+        weights = logits.softmax(dim=-1)  # (B, T, H, L): attention over all tokens
+        return torch.einsum("bthl,blhd->bthd", weights, x).reshape(B, -1, D)  # (B, T, D)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(tokens))  # (B, T, C)
+
+
+class LinearProbe(nn.Module):
+    """Independent linear classifiers, one per task, on one pooled (standardised) vector per clip (B, D)."""
+
+    def __init__(self, dim: int, classes: list[int]):
+        super().__init__()
+        self.classifier = TaskHeads(dim, classes)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pooled)  # (B, T, C)
+
+
+PROBES = ("attentive", "linear")
+
+
+@dataclass
+class ProbeInputs:
+    """What a probe of one kind reads for N clips: tokens (N, L, D) for attentive, standardised pooled
+    (N, D) for linear; labels {task: (N,) long}."""
+
+    x: torch.Tensor
+    labels: dict[str, torch.Tensor]
+
+    def subset(self, index: torch.Tensor) -> "ProbeInputs":
+        return ProbeInputs(self.x[index], {task: y[index] for task, y in self.labels.items()})
+
+
+def probe_inputs(kind: str, train: FeatureSet, *others: FeatureSet) -> list[ProbeInputs]:
+    """Inputs of probe `kind` for the training set and any other sets (standardised with the training
+    set's statistics for the linear probe)."""
+    if kind not in PROBES:
+        raise ValueError(f"unknown probe {kind!r}; probes: {', '.join(PROBES)}")
+    sets = (train, *others)
+    if kind == "attentive":
+        if any(s.tokens is None for s in sets):
+            raise ValueError("the attentive probe needs tokens: extract features with keep_tokens=True")
+        return [ProbeInputs(s.tokens, s.labels) for s in sets]
+    mean, std = train.pooled.float().mean(0), train.pooled.float().std(0).clamp_min(1e-6)
+    return [ProbeInputs((s.pooled.float() - mean) / std, s.labels) for s in sets]
+
+
+def train_probe(kind: str, train: ProbeInputs, tasks: list[str], classes: list[int], lr: float,
+                weight_decay: float, steps: int = 200, seed: int = 0, batch_size: int = 512,
+                heads: int = 4) -> nn.Module:
+    """Fit one probe of `kind` for every task at once (tasks share no parameters) with AdamW and cross-
+    entropy: full-batch when the training set has at most `batch_size` clips, else seeded mini-batches."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = train.x.shape[-1]
+    probe = AttentiveProbe(dim, classes, heads) if kind == "attentive" else LinearProbe(dim, classes)
+    with torch.no_grad():  # seeded per task, independent of the global RNG and of the other tasks
+        for t, count in enumerate(classes):
+            task_generator = torch.Generator().manual_seed(seed * 7919 + t)
+            weight = probe.classifier.weight
+            weight[t, :count] = torch.randn(weight[t, :count].shape, generator=task_generator) * 0.02
+            if kind == "attentive":
+                probe.queries[t] = torch.randn(probe.queries[t].shape, generator=task_generator) * 0.02
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    n = train.x.shape[0]
+    labels = torch.stack([train.labels[task] for task in tasks], dim=1)  # (N, T)
+    full = train.x.float() if n <= batch_size else None
+    with torch.enable_grad():
+        for _ in range(steps):
+            index = None if full is not None else torch.randint(0, n, (batch_size,), generator=generator)
+            x, y = (full, labels) if index is None else (train.x[index].float(), labels[index])
+            logits = probe(x)  # (B, T, C)
+            # the sum over tasks of each task's mean cross-entropy
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / x.shape[0]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def probe_accuracy(probe: nn.Module, data: ProbeInputs, tasks: list[str], batch_size: int = 512) -> dict[str, float]:
+    """Accuracy of a trained probe on every task."""
+    labels = torch.stack([data.labels[task] for task in tasks], dim=1)  # (N, T)
+    correct = torch.zeros(len(tasks))
+    for start in range(0, data.x.shape[0], batch_size):
+        logits = probe(data.x[start : start + batch_size].float())  # (B, T, C)
+        correct += (logits.argmax(-1) == labels[start : start + batch_size]).sum(0)
+    return {task: float(c) / data.x.shape[0] for task, c in zip(tasks, correct)}
+
+
+def label_subset(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """A seeded random `fraction` of n clip indices (at least 2)."""
+    keep = min(n, max(2, round(fraction * n)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep]
+
+
+@dataclass
+class SweepResult:
+    """The sweep point chosen on validation for one task, and the test accuracy reported for it."""
+
+    task: str
+    lr: float
+    weight_decay: float
+    val_accuracy: float
+    test_accuracy: float
+    chance: float
+    grid: list[dict] = field(default_factory=list)  # every sweep point's val (and test) accuracy
+
+
+def probe_sweep(kind: str, train: ProbeInputs, val: ProbeInputs, test: ProbeInputs, tasks: list[str],
+                lrs: list[float], weight_decays: list[float], steps: int = 200, seed: int = 0,
+                fraction: float = 1.0, heads: int = 4, batch_size: int = 512) -> dict[str, SweepResult]:
+    """Train probe `kind` on a `fraction` of the training clips at every (lr, weight decay) point, pick
+    each task's point by validation accuracy only (ties: the first point in sweep order) and report its
+    test accuracy. Test accuracies of the other points are kept in `grid` for inspection, never used."""
+    classes = [int(max(int(s.labels[task].max()) for s in (train, val, test))) + 1 for task in tasks]
+    subset = train.subset(label_subset(train.x.shape[0], fraction, seed))
+    grid = []
+    for lr in lrs:
+        for wd in weight_decays:
+            probe = train_probe(kind, subset, tasks, classes, lr, wd, steps, seed, batch_size, heads)
+            grid.append({"lr": lr, "weight_decay": wd, "val": probe_accuracy(probe, val, tasks),
+                         "test": probe_accuracy(probe, test, tasks)})
+    results = {}
+    for task, count in zip(tasks, classes):
+        best = select_by_validation([point["val"][task] for point in grid])
+        chance = torch.bincount(test.labels[task], minlength=count).max().item() / len(test.labels[task])
+        results[task] = SweepResult(task, grid[best]["lr"], grid[best]["weight_decay"], grid[best]["val"][task],
+                                    grid[best]["test"][task], chance,
+                                    [{"lr": p["lr"], "weight_decay": p["weight_decay"], "val": p["val"][task],
+                                      "test": p["test"][task]} for p in grid])
+    return results
+
+
+def select_by_validation(val_scores: list[float]) -> int:
+    """Index of the best validation score (the first of equals)."""
+    return max(range(len(val_scores)), key=lambda i: (val_scores[i], -i))
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of `scores` (higher = more positive) for binary `labels` (1 = positive):
+    the probability that a random positive outscores a random negative, ties counting one half
+    (Mann-Whitney U with average ranks)."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    labels = torch.as_tensor(labels).flatten().bool()
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"AUROC needs both classes; got {positives} positives and {negatives} negatives")
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    unique, inverse = scores.unique(return_inverse=True)  # average the ranks of tied scores
+    sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
+    ranks = (sums / counts)[inverse]
+    u = ranks[labels].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
 
 
 def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None):

@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from patchworld import hookimpl
+from patchworld.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
 
 from .adherence import adherence
@@ -57,4 +58,4 @@ def patchworld_register_recipe_dirs():
 
 @hookimpl
 def patchworld_register_commands():
-    return {"export": export_command, "adherence": adherence}
+    return {"export": export_command, "adherence": adherence, "compare": compare_command}

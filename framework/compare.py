@@ -1,0 +1,765 @@
+"""``patchworld compare``: the JEPA comparison — frozen probes, physics surprise and cost, in one command.
+
+For every model of a study config (trained here from a recipe to a matched FLOP budget, or loaded from a
+checkpoint) and every baseline (raw pixels, a random-init network):
+
+1. **cost**: training FLOPs per step (torch.utils.flop_counter on one forward+backward), steps, wall time,
+   parameters and peak memory;
+2. **features**: each clip of the probe splits goes through the frozen model's own `features()` once and
+   is kept in memory (float16 tokens); a generative objective's (layer, noise level) is chosen by a small
+   search on the validation split and the fixed default is reported too;
+3. **probes**: the same attentive and linear probes with the same (lr, weight decay) sweep for every model,
+   chosen on validation, scored on test, over several seeds and label fractions;
+4. **surprise**: AUROC of the model's own `surprise()` separating impossible clips from their possible
+   twins, per violation type.
+
+It writes report.md, results.json and plots (compare-*.png) atomically under the output directory.
+
+    patchworld compare --config recipes/compare-tiny.yaml
+    patchworld compare --config recipes/compare-tiny.yaml --output runs/my-study --seeds 5
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data.synthetic import TASKS, VIOLATIONS, collate, render
+from .data.video_io import atomic_path
+from .errors import ComponentError, PatchworldError
+from .patches import grid_positions, patchify
+from .probes import PROBES, FeatureSet, auroc, extract_features, probe_inputs, probe_sweep
+
+FAMILIES: dict[str, list[str]] = {
+    "appearance": ["shape", "colour"],
+    "motion": ["direction", "speed", "reversed"],
+    "physics": ["bounced", "collided", "count"],
+}
+
+
+# ---- the study config ---------------------------------------------------------------------------------
+@dataclass
+class FeatureSearch:
+    """Grid for a generative objective's features: `depth` (DiT blocks) x `timestep` (noise level)."""
+
+    depth: list[int] = field(default_factory=lambda: [2, 4])
+    timestep: list[float] = field(default_factory=lambda: [0.1, 0.5])
+
+
+@dataclass
+class ModelSpec:
+    """One model of the study.
+
+    name: its label in tables and plots.
+    recipe: the recipe it is trained from (a path or a shipped recipe name).
+    checkpoint: a patchworld .ckpt to load instead of training (the recipe is then optional).
+    overrides: extra CLI arguments for the recipe (e.g. ["--model.backbone.init_args.depth", "2"]).
+    train: false probes the recipe's seeded random initialisation (a baseline; no training cost).
+    search: (depth, timestep) grid searched on validation for objectives with `feature_depth` and
+        `feature_timestep` (DiT + Flow/DDPM); the objective's own default is reported too.
+    """
+
+    name: str
+    recipe: str | None = None
+    checkpoint: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    train: bool = True
+    search: FeatureSearch | None = None
+
+
+@dataclass
+class DataSpec:
+    """The clips every model trains on and is probed on (SyntheticWorld), or your own labelled videos.
+
+    frames / size: clip shape; a model that cannot take `frames` frames (e.g. a causal VAE needs 1 + 2k)
+        gets the longest prefix it can.
+    batch_size: training batch size for every model.
+    probe_train / probe_val / probe_test: clips of each probe split (SyntheticWorld's train/val/test splits
+        with `probe_seed`, disjoint from the training clips).
+    surprise_pairs: impossible/possible twin pairs per violation type.
+    folder: a VideoFolder root with one sub-folder per class: models train on its training files and the
+        probes predict the sub-folder label (task "label"); its held-out files are split in two for
+        validation and test; no surprise (it needs twins).
+    """
+
+    frames: int = 8
+    size: tuple[int, int] = (32, 32)
+    batch_size: int = 16
+    max_objects: int = 3
+    gravity_prob: float = 0.3
+    reverse_prob: float = 0.5
+    seed: int = 0
+    probe_seed: int = 1
+    probe_train: int = 256
+    probe_val: int = 128
+    probe_test: int = 256
+    surprise_pairs: int = 32
+    violations: list[str] = field(default_factory=lambda: list(VIOLATIONS[1:]))
+    folder: str | None = None
+    folder_val_fraction: float = 0.4
+
+
+@dataclass
+class ProbeSpec:
+    """The probe protocol, the same for every model."""
+
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    weight_decays: list[float] = field(default_factory=lambda: [1e-4, 1e-1])
+    steps: int = 200
+    heads: int = 4
+    batch_size: int = 512
+    seeds: int = 3
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.25, 1.0])
+
+
+@dataclass
+class Baseline:
+    """A feature source without training: `pixels` (raw tubelets of `patch_size`) or `random_init`
+    (the recipe's network at its seeded random initialisation)."""
+
+    name: str
+    kind: Literal["pixels", "random_init"] = "pixels"
+    recipe: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    patch_size: tuple[int, int, int] = (2, 8, 8)
+
+
+# ---- small helpers ---------------------------------------------------------------------------------------
+class PixelFeatures(nn.Module):
+    """The raw-pixel baseline: non-overlapping tubelets of the clip as tokens, no parameters."""
+
+    def __init__(self, patch_size: tuple[int, int, int]):
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+
+    def fit_frames(self, frames: int) -> int:
+        return frames - frames % self.patch_size[0]
+
+    def features(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # video (B, 3, T, H, W) -> tokens (B, N, 3*pt*ph*pw), positions (B, N, 3)
+        grid = tuple(n // p for n, p in zip(video.shape[2:], self.patch_size))
+        crop = video[:, :, : grid[0] * self.patch_size[0], : grid[1] * self.patch_size[1], : grid[2] * self.patch_size[2]]
+        tokens = patchify(crop, self.patch_size)
+        return tokens, grid_positions(*grid, device=video.device).expand(video.shape[0], -1, -1)
+
+
+def fit_frames(model, frames: int, height: int, width: int) -> int:
+    """The longest clip length <= `frames` that `model` accepts at (height, width)."""
+    if isinstance(model, PixelFeatures):
+        return model.fit_frames(frames)
+    patch = model.backbone.patch_size if model.backbone is not None else (1, 1, 1)
+    for t in range(frames, 0, -1):
+        try:
+            grid = model.tokenizer.latent_grid(t, height, width)
+        except PatchworldError:
+            continue
+        if all(n % p == 0 and n >= p for n, p in zip(grid, patch)):
+            return t
+    raise PatchworldError(f"no clip of at most {frames} frames at {height}x{width} fits this model "
+                          f"(tokenizer {type(model.tokenizer).__name__}, patch {patch}); change data.frames/size")
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA's allocator peak on a GPU; on CPU the rise of the process's resident
+    set size over its value at entry, sampled every 20 ms from /proc/self/statm (Linux; else None)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mb = device, None
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as file:
+                return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        self._start = self._rss()
+        self._peak, self._stop = self._start, threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                rss = self._rss()
+                self._peak = max(self._peak, rss) if rss is not None and self._peak is not None else None
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        if self._start is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+            return False
+        if self._start is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss() or 0) - self._start) / 2**20
+        return False
+
+
+def train_step_flops(model, batch: dict) -> int:
+    """FLOPs of one training step (forward + backward of the objective's loss) on `batch`, counted by
+    torch.utils.flop_counter on a copy of the model (the model itself is untouched)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    twin = copy.deepcopy(model).train()
+    batch = twin.objective.prepare_batch(dict(batch))
+    with FlopCounterMode(display=False) as counter:
+        twin.objective.training_step(twin, batch)["loss"].backward()
+    return int(counter.get_total_flops())
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run a block with `threads` intra-op threads (None: unchanged). Probes are many tiny ops, which
+    extra threads only slow down, badly so on a busy CPU."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+# ---- the study ---------------------------------------------------------------------------------------------
+class Study:
+    """Runs one comparison; `run()` returns the results dict and writes the outputs."""
+
+    def __init__(self, models: list[ModelSpec], baselines: list[Baseline], data: DataSpec, probe: ProbeSpec,
+                 budget_flops: float | None, output: Path, tasks: dict[str, list[str]] | None = None,
+                 extract_batch_size: int = 64, bf16: bool = True, device: str = "cpu", progress: bool = True,
+                 probe_threads: int | None = 1):
+        self.models, self.baselines, self.data, self.probe = models, baselines, data, probe
+        self.budget_flops, self.output = budget_flops, Path(output)
+        self.families = tasks or ({"label": ["label"]} if data.folder else FAMILIES)
+        self.tasks = [task for family in self.families.values() for task in family]
+        if not data.folder:
+            unknown = sorted(set(self.tasks) - set(TASKS))
+            if unknown:
+                raise ComponentError(f"compare: unknown task(s) {unknown} under tasks; SyntheticWorld tasks: {', '.join(TASKS)}")
+        unknown = sorted(set(data.violations) - set(VIOLATIONS[1:]))
+        if unknown:
+            raise ComponentError(f"compare: unknown violation(s) {unknown} under data.violations; valid: {', '.join(VIOLATIONS[1:])}")
+        names = [m.name for m in models] + [b.name for b in baselines]
+        if len(set(names)) != len(names):
+            raise ComponentError(f"compare: model and baseline names must be unique, got {names}")
+        self.extract_batch_size, self.bf16, self.device = extract_batch_size, bf16, torch.device(device)
+        self.progress, self.probe_threads = progress, probe_threads
+        self._clips: dict[str, list[dict]] = {}
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def data_config(self, frames: int) -> dict:
+        """The datamodule every model trains on, as a recipe's ``data`` entry."""
+        d = self.data
+        if d.folder:
+            return {"class_path": "VideoFolder", "init_args": {
+                "root": d.folder, "frames": frames, "size": list(d.size), "batch_size": d.batch_size,
+                "val_fraction": d.folder_val_fraction}}
+        return {"class_path": "SyntheticWorld", "init_args": {
+            "frames": frames, "size": list(d.size), "batch_size": d.batch_size, "max_objects": d.max_objects,
+            "gravity_prob": d.gravity_prob, "reverse_prob": d.reverse_prob, "seed": d.seed, "val_size": 16,
+            "test_size": 16, "train_size": 1_000_000}}
+
+    def probe_clips(self, split: str) -> list[dict]:
+        """Batches of the probe split ("train", "val" or "test"), rendered once and kept."""
+        if split not in self._clips:
+            d = self.data
+            if d.folder:
+                from .data.video_folder import VideoFolder
+
+                folder = VideoFolder(d.folder, frames=d.frames, size=tuple(d.size), batch_size=self.extract_batch_size,
+                                     val_fraction=d.folder_val_fraction)
+                folder.setup("fit")
+                held = list(folder.val_dataloader())
+                halves = {"val": [b for i, b in enumerate(held) if i % 2 == 0],
+                          "test": [b for i, b in enumerate(held) if i % 2 == 1] or held}
+                self._clips = {"train": list(folder.train_dataloader()), **halves}
+            else:
+                from .data.synthetic import SyntheticWorld
+
+                world = SyntheticWorld(frames=d.frames, size=tuple(d.size), batch_size=self.extract_batch_size,
+                                       train_size=d.probe_train, val_size=d.probe_val, test_size=d.probe_test,
+                                       max_objects=d.max_objects, gravity_prob=d.gravity_prob,
+                                       reverse_prob=d.reverse_prob, seed=d.probe_seed)
+                for name in ("train", "val", "test"):
+                    loader = torch.utils.data.DataLoader(world.splits[name], batch_size=self.extract_batch_size,
+                                                         collate_fn=collate)
+                    self._clips[name] = list(loader)
+        return self._clips[split]
+
+    def surprise_pairs(self, violation: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(impossible, possible) clips (P, 3, T, H, W): twins rendered from the same random state."""
+        d = self.data
+        impossible, possible = [], []
+        code = VIOLATIONS.index(violation)
+        for i in range(d.surprise_pairs):
+            seed = [d.probe_seed, 99, code, i]
+            kwargs = dict(frames=d.frames, height=d.size[0], width=d.size[1], max_objects=d.max_objects,
+                          gravity_prob=d.gravity_prob, reverse_prob=0.0)
+            impossible.append(render(np.random.default_rng(seed), violation=violation, **kwargs)["video"])
+            possible.append(render(np.random.default_rng(seed), violation="none",
+                                   collision_course=violation == "pass_through", **kwargs)["video"])
+        return torch.stack(impossible), torch.stack(possible)
+
+    # ---- models --------------------------------------------------------------------------------------------
+    def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
+        from .cli import PatchworldCLI, resolve_recipe_args
+        from .plugins import load_plugins
+
+        args = resolve_recipe_args(["--config", recipe], load_plugins()) + list(overrides) + [
+            "--data", json.dumps(self.data_config(frames)),
+            "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.max_time", "null", "--trainer.default_root_dir", str(root),
+            "--trainer.accelerator", self.device.type,
+        ]
+        if steps is not None:
+            args += ["--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1"]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            return PatchworldCLI(args=args, run=False)
+
+    def build(self, recipe: str, overrides: list[str], root: Path, steps: int | None = None):
+        """A recipe's CLI objects with the study's data, at the longest clip length the model accepts."""
+        cli = self._cli(recipe, overrides, self.data.frames, root, steps)
+        frames = fit_frames(cli.model, self.data.frames, *self.data.size)
+        if frames != self.data.frames:
+            cli = self._cli(recipe, overrides, frames, root, steps)
+        return cli, frames
+
+    def one_batch(self, cli) -> dict:
+        cli.datamodule.setup("fit")
+        return next(iter(cli.datamodule.train_dataloader()))
+
+    def prepare_model(self, spec: ModelSpec, bar) -> tuple[Any, int, dict]:
+        """(model, frames, cost) for one model spec: trained to the budget, loaded, or at random init."""
+        from .model import WorldModel
+
+        root = self.output / "models" / spec.name
+        if spec.checkpoint:
+            bar.set_postfix_str(f"{spec.name}: loading {spec.checkpoint}")
+            if not Path(spec.checkpoint).is_file():
+                raise PatchworldError(f"models[{spec.name}].checkpoint {spec.checkpoint!r} does not exist")
+            model = WorldModel.load_from_checkpoint(spec.checkpoint, map_location="cpu")
+            frames = fit_frames(model, self.data.frames, *self.data.size)
+            checkpoint = torch.load(spec.checkpoint, map_location="cpu", weights_only=False)
+            cli = None
+            steps = int(checkpoint.get("global_step", 0))
+            flops = None
+            if spec.recipe:
+                cli, _ = self.build(spec.recipe, spec.overrides, root)
+                flops = train_step_flops(model, self.one_batch(cli))
+            cost = {"source": "checkpoint", "flops_per_step": flops, "steps": steps,
+                    "train_flops": flops * steps if flops else None, "wall_time_s": None, "peak_memory_mb": None}
+            return model.to(self.device), frames, cost | {"parameters": count_parameters(model)}
+        if not spec.recipe:
+            raise ComponentError(f"models[{spec.name}] needs a recipe or a checkpoint")
+        cli, frames = self.build(spec.recipe, spec.overrides, root)
+        model = cli.model
+        if not spec.train:
+            return model.to(self.device), frames, {"source": "random_init", "flops_per_step": 0, "steps": 0,
+                                                    "train_flops": 0, "wall_time_s": 0.0, "peak_memory_mb": None,
+                                                    "parameters": count_parameters(model)}
+        flops = train_step_flops(model, self.one_batch(cli))
+        if self.budget_flops:
+            steps = max(1, int(self.budget_flops // flops))
+            cli, frames = self.build(spec.recipe, spec.overrides, root, steps)
+            model = cli.model
+        else:
+            steps = int(cli.trainer.max_steps)
+        bar.set_postfix_str(f"{spec.name}: training {steps} steps")
+        start = time.perf_counter()
+        with PeakMemory(self.device) as memory:
+            cli.trainer.fit(model, datamodule=cli.datamodule)
+        wall = time.perf_counter() - start
+        cli.trainer.save_checkpoint(root / "last.ckpt")
+        return model, frames, {"source": "trained", "recipe": spec.recipe, "flops_per_step": flops, "steps": steps,
+                               "train_flops": flops * steps, "wall_time_s": wall, "peak_memory_mb": memory.peak_mb,
+                               "parameters": count_parameters(model), "checkpoint": str(root / "last.ckpt")}
+
+    # ---- features, probes, surprise ---------------------------------------------------------------
+    def features(self, model, frames: int) -> dict[str, FeatureSet]:
+        """Features of the three probe splits (float16 tokens kept for the attentive probe)."""
+        dtype = torch.bfloat16 if self.bf16 else None
+        out = {}
+        for split in ("train", "val", "test"):
+            batches = ({**b, "video": b["video"][:, :, :frames]} for b in self.probe_clips(split))
+            feats = extract_features(model, batches, keep_tokens=True, autocast_dtype=dtype, device=self.device)
+            if feats.tokens is None:
+                raise PatchworldError("compare: clips of one split gave different token counts; use one clip size")
+            feats.tokens = feats.tokens.half()
+            out[split] = feats
+        return out
+
+    def probes(self, feats: dict[str, FeatureSet], bar, fractions=None, seeds=None, kinds=PROBES) -> dict:
+        """{probe: {fraction: {task: mean_std of test accuracy over seeds}}} plus the chosen sweep points."""
+        p = self.probe
+        results: dict = {}
+        for kind in kinds:
+            train, val, test = probe_inputs(kind, feats["train"], feats["val"], feats["test"])
+            per_fraction = {}
+            for fraction in fractions or p.fractions:
+                runs = []
+                for seed in range(seeds or p.seeds):
+                    bar.set_postfix_str(f"{kind} probe, {fraction:.0%} labels, seed {seed}")
+                    with torch_threads(self.probe_threads):
+                        runs.append(probe_sweep(kind, train, val, test, self.tasks, p.lrs, p.weight_decays, p.steps,
+                                                seed, fraction, p.heads, p.batch_size))
+                per_fraction[str(fraction)] = {
+                    task: mean_std([r[task].test_accuracy for r in runs])
+                    | {"val": statistics.fmean(r[task].val_accuracy for r in runs),
+                       "chance": runs[0][task].chance,
+                       "chosen": [{"lr": r[task].lr, "weight_decay": r[task].weight_decay} for r in runs]}
+                    for task in self.tasks}
+            results[kind] = per_fraction
+        return results
+
+    def feature_search(self, model, frames: int, search: FeatureSearch, bar) -> dict:
+        """Pick the (depth, timestep) of a generative objective's features by mean validation accuracy of
+        the linear probe (100% labels, seed 0, the same sweep) over all tasks."""
+        objective = model.objective
+        if not all(hasattr(objective, a) for a in ("feature_depth", "feature_timestep")):
+            raise ComponentError(f"compare: search needs an objective with feature_depth and feature_timestep "
+                                 f"(e.g. Flow, DDPM); {type(objective).__name__} has neither")
+        default = {"depth": objective.feature_depth, "timestep": objective.feature_timestep}
+        grid = []
+        for depth in search.depth:
+            for timestep in search.timestep:
+                objective.feature_depth, objective.feature_timestep = depth, timestep
+                bar.set_postfix_str(f"feature search depth={depth} t={timestep}")
+                feats = self.features(model, frames)
+                result = self.probes(feats, bar, fractions=[1.0], seeds=1, kinds=("linear",))["linear"]["1.0"]
+                grid.append({"depth": depth, "timestep": timestep,
+                             "val_accuracy": statistics.fmean(result[t]["val"] for t in self.tasks)})
+        best = max(grid, key=lambda g: g["val_accuracy"])  # validation only
+        objective.feature_depth, objective.feature_timestep = default["depth"], default["timestep"]
+        return {"grid": grid, "chosen": {"depth": best["depth"], "timestep": best["timestep"]}, "default": default}
+
+    @torch.no_grad()
+    def surprise(self, model, frames: int, bar) -> dict | None:
+        """{violation: {auroc, pair_accuracy, impossible, possible}} from the model's own surprise()."""
+        if self.data.folder or not hasattr(model, "surprise"):
+            return None
+        out = {}
+        model.eval()
+        for violation in self.data.violations:
+            bar.set_postfix_str(f"surprise: {violation}")
+            impossible, possible = self.surprise_pairs(violation)
+            scores = []
+            try:
+                for clips in (impossible, possible):
+                    scores.append(torch.cat([model.surprise(clips[i : i + self.extract_batch_size, :, :frames].to(self.device)).float().cpu()
+                                             for i in range(0, len(clips), self.extract_batch_size)]))
+            except NotImplementedError:
+                return None
+            labels = torch.cat([torch.ones(len(scores[0])), torch.zeros(len(scores[1]))])
+            out[violation] = {"auroc": auroc(torch.cat(scores), labels),
+                              "pair_accuracy": float((scores[0] > scores[1]).float().mean()),
+                              "impossible_mean": float(scores[0].mean()), "possible_mean": float(scores[1].mean())}
+        return out
+
+    def summarise(self, probes: dict) -> dict:
+        """Mean test accuracy per family at each fraction, per probe."""
+        return {kind: {fraction: {family: statistics.fmean(per_task[t]["mean"] for t in tasks)
+                                  for family, tasks in self.families.items()}
+                       for fraction, per_task in per_fraction.items()}
+                for kind, per_fraction in probes.items()}
+
+    # ---- the whole study --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        entries = [("model", m) for m in self.models] + [("baseline", b) for b in self.baselines]
+        results: dict = {"config": None, "families": self.families, "models": {}}
+        bar = tqdm(entries, desc="compare", unit="model", disable=not self.progress)
+        for role, spec in bar:
+            bar.set_description(f"compare [{spec.name}]")
+            entry: dict = {"role": role}
+            if role == "baseline" and spec.kind == "pixels":
+                model, frames = PixelFeatures(spec.patch_size), PixelFeatures(spec.patch_size).fit_frames(self.data.frames)
+                entry["cost"] = {"source": "pixels", "flops_per_step": 0, "steps": 0, "train_flops": 0,
+                                 "wall_time_s": 0.0, "peak_memory_mb": None, "parameters": 0}
+            else:
+                if role == "baseline":
+                    spec = ModelSpec(spec.name, recipe=spec.recipe, overrides=spec.overrides, train=False)
+                model, frames, entry["cost"] = self.prepare_model(spec, bar)
+            entry["frames"] = frames
+            started = time.perf_counter()
+            if getattr(spec, "search", None) is not None:
+                search = self.feature_search(model, frames, spec.search, bar)
+                entry["feature_search"] = search
+                entry["probes_default"] = self.probes(self.features(model, frames), bar)
+                entry["families_default"] = self.summarise(entry["probes_default"])
+                model.objective.feature_depth = search["chosen"]["depth"]
+                model.objective.feature_timestep = search["chosen"]["timestep"]
+            entry["probes"] = self.probes(self.features(model, frames), bar)
+            entry["families"] = self.summarise(entry["probes"])
+            entry["surprise"] = self.surprise(model, frames, bar) if not isinstance(model, PixelFeatures) else None
+            entry["eval_time_s"] = time.perf_counter() - started
+            results["models"][spec.name] = entry
+            del model
+        results["wall_time_s"] = time.perf_counter() - start
+        return results
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------
+def _fmt(value, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _si(value) -> str:
+    if value is None:
+        return "—"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _rows(results: dict) -> list[tuple[str, dict, dict]]:
+    """(row name, per-probe family summary, the model's entry) for every model, plus `name@default` rows for
+    searched feature sources."""
+    rows = []
+    for name, entry in results["models"].items():
+        rows.append((name, entry["families"], entry))
+        if "families_default" in entry:
+            rows.append((f"{name}@default", entry["families_default"], entry))
+    return rows
+
+
+def report_markdown(results: dict) -> str:
+    """The report: accuracy per family and task (largest label fraction), accuracy vs label fraction,
+    surprise AUROC per violation, cost."""
+    families = results["families"]
+    tasks = [t for ts in families.values() for t in ts]
+    top = max(results["fractions"], key=float)
+    lines = [f"# patchworld compare — {results['name']}", "",
+             f"{len(results['models'])} feature sources; probes: attentive (learned-query cross-attention over all "
+             f"tokens) and linear (mean-pooled); lr x weight decay sweep {results['sweep']}, chosen on validation; "
+             f"test accuracy mean ± std over {results['seeds']} seeds. Wall time {results['wall_time_s'] / 60:.1f} min.", ""]
+    for kind in PROBES:
+        lines += [f"## {kind.capitalize()} probe, {float(top):.0%} of the labels", "",
+                  "| model | " + " | ".join(families) + " | " + " | ".join(tasks) + " |",
+                  "|---" * (1 + len(families) + len(tasks)) + "|"]
+        for name, summary, entry in _rows(results):
+            probes = entry["probes_default"] if name.endswith("@default") else entry["probes"]
+            cells = [_fmt(summary[kind][top][f]) for f in families]
+            cells += [f"{probes[kind][top][t]['mean']:.3f} ± {probes[kind][top][t]['std']:.3f}" for t in tasks]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        first = next(iter(results["models"].values()))["probes"][kind][top]
+        lines += ["| chance | " + " | ".join("" for _ in families) + " | "
+                  + " | ".join(f"{first[t]['chance']:.3f}" for t in tasks) + " |", ""]
+    lines += ["## Mean accuracy over all tasks vs label fraction", "",
+              "| model | probe | " + " | ".join(f"{float(f):.0%}" for f in results["fractions"]) + " |",
+              "|---" * (2 + len(results["fractions"])) + "|"]
+    for name, summary, _ in _rows(results):
+        for kind in PROBES:
+            cells = [_fmt(statistics.fmean(summary[kind][f][fam] for fam in families)) for f in results["fractions"]]
+            lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+    violations = results["violations"]
+    lines += ["", "## Surprise: AUROC of each model's own surprise (impossible vs possible twin)", "",
+              "| model | " + " | ".join(violations) + " |", "|---" * (1 + len(violations)) + "|"]
+    for name, entry in results["models"].items():
+        if entry["surprise"]:
+            lines.append(f"| {name} | " + " | ".join(_fmt(entry["surprise"][v]["auroc"]) for v in violations) + " |")
+    lines += ["", "## Cost", "",
+              "| model | source | parameters | FLOPs/step | steps | training FLOPs | wall time (s) | peak memory (MB) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, entry in results["models"].items():
+        c = entry["cost"]
+        lines.append(f"| {name} | {c['source']} | {_si(c['parameters'])} | {_si(c['flops_per_step'])} | {c['steps']} | "
+                     f"{_si(c['train_flops'])} | {_fmt(c['wall_time_s'], '.1f')} | {_fmt(c['peak_memory_mb'], '.0f')} |")
+    searched = {n: e["feature_search"] for n, e in results["models"].items() if "feature_search" in e}
+    for name, search in searched.items():
+        lines += ["", f"Feature search for {name} (mean validation accuracy, linear probe): "
+                  + ", ".join(f"depth {g['depth']} t={g['timestep']}: {g['val_accuracy']:.3f}" for g in search["grid"])
+                  + f"; chosen depth {search['chosen']['depth']}, t={search['chosen']['timestep']}; "
+                  f"`{name}@default` uses depth {search['default']['depth']}, t={search['default']['timestep']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(results: dict, directory: Path) -> list[Path]:
+    """compare-families.png, compare-fractions.png, compare-surprise.png, compare-cost.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(results["families"])
+    rows = _rows(results)
+    top = max(results["fractions"], key=float)
+    written = []
+
+    def save(fig, name: str) -> None:
+        path = directory / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+        plt.close(fig)
+        written.append(path)
+
+    width = 0.8 / max(1, len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, kind in zip(axes, PROBES):
+        for i, (name, summary, _) in enumerate(rows):
+            ax.bar(np.arange(len(families)) + i * width, [summary[kind][top][f] for f in families], width, label=name)
+        ax.set_xticks(np.arange(len(families)) + width * (len(rows) - 1) / 2, families)
+        ax.set_title(f"{kind} probe, {float(top):.0%} labels")
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("mean test accuracy")
+    axes[1].legend(fontsize=7, loc="lower right")
+    save(fig, "compare-families.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    fractions = [float(f) for f in results["fractions"]]
+    for ax, kind in zip(axes, PROBES):
+        for name, summary, _ in rows:
+            ax.plot(fractions, [statistics.fmean(summary[kind][f][fam] for fam in families) for f in results["fractions"]],
+                    marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+        ax.set_xlabel("label fraction")
+        ax.set_title(f"{kind} probe: mean over tasks")
+    axes[0].set_ylabel("mean test accuracy")
+    axes[1].legend(fontsize=7)
+    save(fig, "compare-fractions.png")
+
+    violations = results["violations"]
+    scored = [(n, e["surprise"]) for n, e in results["models"].items() if e["surprise"]]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(1, len(scored))
+    for i, (name, surprise) in enumerate(scored):
+        ax.bar(np.arange(len(violations)) + i * width, [surprise[v]["auroc"] for v in violations], width, label=name)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(np.arange(len(violations)) + width * (len(scored) - 1) / 2, violations)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (0.5 = chance)")
+    ax.set_title("impossible-event detection with each model's own surprise")
+    if scored:
+        ax.legend(fontsize=7)
+    save(fig, "compare-surprise.png")
+
+    names = list(results["models"])
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+    for ax, (key, label) in zip(axes, (("parameters", "parameters"), ("train_flops", "training FLOPs"),
+                                        ("wall_time_s", "training wall time (s)"), ("peak_memory_mb", "peak memory (MB)"))):
+        values = [results["models"][n]["cost"].get(key) or 0 for n in names]
+        ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+    save(fig, "compare-cost.png")
+    return written
+
+
+def write_outputs(results: dict, directory: Path) -> list[Path]:
+    """report.md, results.json and the plots, each written atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    with atomic_path(directory / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1, default=str))
+    written.append(directory / "results.json")
+    written += write_plots(results, directory)
+    with atomic_path(directory / "report.md") as tmp:
+        tmp.write_text(report_markdown(results))
+    written.append(directory / "report.md")
+    return written
+
+
+# ---- the command ----------------------------------------------------------------------------------------------
+def parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog="patchworld compare", description=(__doc__ or "").split("\n\n")[0], default_env=False)
+    p.add_argument("--config", action=ActionConfigFile, help="a study config (e.g. recipes/compare-tiny.yaml)")
+    p.add_argument("--name", type=str, default="study", help="the study's title in the report")
+    p.add_argument("--output", type=str, default="runs/compare", help="where report.md, results.json and plots go")
+    p.add_argument("--models", type=list[ModelSpec], default=[], help="models to train (or load) and compare")
+    p.add_argument("--baselines", type=list[Baseline], default=[], help="untrained feature sources")
+    p.add_argument("--data", type=DataSpec, default=DataSpec(), help="clips for training, probes and surprise")
+    p.add_argument("--probe", type=ProbeSpec, default=ProbeSpec(), help="the probe protocol")
+    p.add_argument("--tasks", type=dict[str, list[str]] | None, default=None,
+                   help="task families {family: [task, ...]} (default appearance/motion/physics)")
+    p.add_argument("--budget_flops", type=float | None, default=None,
+                   help="training FLOPs per model (steps = budget / FLOPs per step); null = each recipe's max_steps")
+    p.add_argument("--extract_batch_size", type=int, default=64, help="clips per batch for features and surprise")
+    p.add_argument("--bf16", type=bool, default=True, help="bf16 autocast for feature extraction")
+    p.add_argument("--device", type=str, default="cpu", help="cpu or cuda")
+    p.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    p.add_argument("--threads", type=int | None, default=None,
+                   help="torch intra-op threads for training, features and surprise (default: torch's choice)")
+    p.add_argument("--probe_threads", type=int | None, default=1,
+                   help="threads while training probes (tiny ops: 1 is fastest on a CPU)")
+    return p
+
+
+def compare_command(argv: list[str]) -> int:
+    """Compare world models' frozen features (probes), physics surprise and cost; writes report.md."""
+    p = parser()
+    cfg = p.parse_args(argv)
+    import yaml
+
+    config = yaml.safe_load(p.dump(cfg, skip_none=False))
+    init = p.instantiate_classes(cfg)
+    if not init.models and not init.baselines:
+        raise PatchworldError("compare: the config lists no models and no baselines (keys: models, baselines)")
+    results = run_study(init, config)
+    print(f"wrote {Path(init.output) / 'report.md'} ({results['wall_time_s'] / 60:.1f} min)")
+    return 0
+
+
+def run_study(init, config: dict | None = None) -> dict:
+    """Run a parsed study config (the namespace `parser()` gives) and write its outputs."""
+    if init.threads:
+        torch.set_num_threads(init.threads)
+    study = Study([_as(ModelSpec, m) for m in init.models], [_as(Baseline, b) for b in init.baselines],
+                  _as(DataSpec, init.data), _as(ProbeSpec, init.probe), init.budget_flops, Path(init.output),
+                  init.tasks, init.extract_batch_size, init.bf16, init.device, init.progress, init.probe_threads)
+    results = study.run()
+    results = {"name": init.name, "config": config, "families": study.families,
+               "fractions": [str(f) for f in study.probe.fractions], "seeds": study.probe.seeds,
+               "sweep": {"lr": study.probe.lrs, "weight_decay": study.probe.weight_decays},
+               "violations": [] if study.data.folder else list(study.data.violations),
+               "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "models": results["models"]}
+    write_outputs(results, Path(init.output))
+    return results
+
+
+def _as(cls, value):
+    """A dataclass instance from what jsonargparse gives (an instance or a namespace/dict)."""
+    if isinstance(value, cls):
+        return value
+    data = value.as_dict() if hasattr(value, "as_dict") else dict(value)
+    if cls is ModelSpec and isinstance(data.get("search"), dict):
+        data["search"] = FeatureSearch(**data["search"])
+    return cls(**data)

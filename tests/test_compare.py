@@ -1,0 +1,199 @@
+"""The JEPA comparison: attentive vs linear probes, validation-only selection, frozen features, AUROC, and
+`patchworld compare` end to end through the CLI."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from patchworld import WorldModel
+from patchworld.compare import FAMILIES, PixelFeatures, fit_frames, torch_threads, train_step_flops
+from patchworld.probes import (FeatureSet, auroc, extract_features, probe_accuracy, probe_inputs, probe_sweep,
+                               select_by_validation, train_probe)
+from patchworld_plugins.pixels import Pixels
+from patchworld_plugins.vae import VAE, VAEReconstruction
+from patchworld_plugins.vit import ViT
+from patchworld_plugins.vjepa import VJEPA
+
+
+# ---- probes -------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):  # probes are tiny ops; threads only add contention
+        yield
+
+
+def marker_features(n: int, seed: int) -> FeatureSet:
+    """The label lives in one token, found only by its marker channel; the mean over tokens carries nothing.
+
+    tokens (n, 8, 6): channel 0 of a random "marker" token (channel 1 = 4) holds +1 / -1 by label, and
+    another token holds the opposite sign, so every mean-pooled channel is independent of the label."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    tokens = torch.randn(n, 8, 6, generator=g) * 0.3
+    tokens[:, :, 0:2] = 0
+    sign = labels.float() * 2 - 1
+    where = torch.stack([torch.randperm(8, generator=g)[:2] for _ in range(n)])  # (n, 2) marker, anti-marker
+    rows = torch.arange(n)
+    tokens[rows, where[:, 0], 0], tokens[rows, where[:, 0], 1] = sign, 4.0
+    tokens[rows, where[:, 1], 0] = -sign
+    return FeatureSet(pooled=tokens.mean(1), labels={"marker": labels}, tokens=tokens)
+
+
+def test_the_attentive_probe_finds_a_label_that_mean_pooling_cannot():
+    train, val, test = marker_features(256, 0), marker_features(128, 1), marker_features(256, 2)
+    accuracy = {}
+    for kind in ("attentive", "linear"):
+        result = probe_sweep(kind, *probe_inputs(kind, train, val, test), ["marker"], lrs=[3e-2],
+                             weight_decays=[0.0], steps=150, heads=2)
+        accuracy[kind] = result["marker"].test_accuracy
+    assert accuracy["attentive"] > 0.95
+    assert accuracy["linear"] < 0.65  # mean pooling erased the label: about chance
+
+
+def test_the_sweep_selects_by_validation_only():
+    """Validation labels agree with training, test labels are flipped: selecting on validation must report
+    the point that fits (and so fails on test), not the point that looks best on test."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    train = FeatureSet(pooled=x[:150], labels={"t": y[:150]})
+    val = FeatureSet(pooled=x[150:225], labels={"t": y[150:225]})
+    test = FeatureSet(pooled=x[225:], labels={"t": 1 - y[225:]})
+    result = probe_sweep("linear", *probe_inputs("linear", train, val, test), ["t"], lrs=[1e-7, 0.1],
+                         weight_decays=[0.0], steps=100)["t"]
+    assert result.lr == 0.1 and result.val_accuracy > 0.9
+    assert result.test_accuracy < 0.1
+    assert max(point["test"] for point in result.grid) > 0.2  # picking by test would have chosen otherwise
+    assert select_by_validation([0.5, 0.9, 0.9, 0.1]) == 1
+
+
+def test_probe_training_is_deterministic_per_seed_and_tasks_are_independent():
+    train = marker_features(64, 0)
+    data = probe_inputs("attentive", train)[0]
+    data.labels["other"] = (data.x[:, 0, 2] > 0).long()
+    one = train_probe("attentive", data, ["marker"], [2], lr=1e-2, weight_decay=0.0, steps=20, seed=3)
+    two = train_probe("attentive", data, ["marker", "other"], [2, 2], lr=1e-2, weight_decay=0.0, steps=20, seed=3)
+    # training "other" alongside changed nothing for "marker" (up to float summation order)
+    assert torch.allclose(one.queries[0], two.queries[0], atol=1e-5)
+    assert not torch.allclose(one.queries[0], two.queries[1], atol=1e-3)
+    assert probe_accuracy(one, data, ["marker"])["marker"] == probe_accuracy(two, data, ["marker", "other"])["marker"]
+
+
+# ---- AUROC ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scores, labels, expected", [
+    ([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], 1.0),  # perfect
+    ([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1], 0.0),  # reversed
+    ([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1], 0.5),  # all tied
+    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),  # the classic example
+    ([0.3, 0.5, 0.5, 0.7], [0, 0, 1, 1], 0.875),  # one positive tied with one negative counts 1/2
+])
+def test_auroc_on_known_scores(scores, labels, expected):
+    assert auroc(scores, labels) == pytest.approx(expected)
+
+
+def test_auroc_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        auroc([0.1, 0.2], [1, 1])
+
+
+# ---- frozen features and cost ---------------------------------------------------------------------------------
+def tiny_vjepa() -> WorldModel:
+    torch.manual_seed(0)
+    return WorldModel(Pixels(), VJEPA(predictor_dim=16, predictor_depth=1, predictor_heads=2),
+                      backbone=ViT(dim=32, depth=1, heads=2, patch_size=(2, 8, 8)))
+
+
+def test_frozen_features_are_identical_across_two_extractions():
+    from patchworld.data.synthetic import SyntheticWorld
+
+    data = SyntheticWorld(frames=4, size=(16, 16), batch_size=4, val_size=8)
+    batches = list(data.val_dataloader())
+    model = tiny_vjepa().train()  # extraction must switch to eval (no dropout) and restore the mode
+    first = extract_features(model, batches, keep_tokens=True)
+    second = extract_features(model, batches, keep_tokens=True)
+    assert model.training
+    assert torch.equal(first.tokens, second.tokens) and torch.equal(first.pooled, second.pooled)
+    assert first.tokens.shape == (8, 8, 32) and first.tokens.std() > 0
+
+
+def test_clip_lengths_and_training_flops():
+    vae = WorldModel(VAE(compression=(2, 4, 4), latent_channels=4, width=8, multipliers=[1, 2, 2], blocks=[0, 0, 0]),
+                     VAEReconstruction())
+    assert fit_frames(vae, 8, 32, 32) == 7  # causal: 1 + 2k
+    assert fit_frames(tiny_vjepa(), 8, 32, 32) == 8 and fit_frames(tiny_vjepa(), 7, 32, 32) == 6
+    assert fit_frames(PixelFeatures((2, 8, 8)), 5, 32, 32) == 4
+    model = tiny_vjepa()
+    before = [p.clone() for p in model.parameters()]
+    small = train_step_flops(model, {"video": torch.zeros(2, 3, 4, 16, 16)})
+    large = train_step_flops(model, {"video": torch.zeros(4, 3, 4, 16, 16)})
+    assert small > 0 and large == pytest.approx(2 * small, rel=0.05)  # FLOPs scale with the batch
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # counting does not train
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+TINY = """
+name: test
+output: out
+budget_flops: 3.0e7
+data: {frames: 4, size: [16, 16], batch_size: 4, probe_train: 32, probe_val: 16, probe_test: 16,
+       surprise_pairs: 3, max_objects: 2, violations: [teleport, vanish]}
+probe: {lrs: [1.0e-2], weight_decays: [1.0e-4, 1.0e-2], steps: 10, seeds: 2, fractions: [0.5, 1.0]}
+models:
+  - name: vjepa
+    recipe: vjepa-tiny
+    overrides: [--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1",
+                --model.backbone.init_args.heads, "2", --model.objective.init_args.predictor_dim, "16",
+                --model.objective.init_args.predictor_depth, "1", --model.objective.init_args.predictor_heads, "2",
+                --trainer.precision, 32-true]
+baselines:
+  - {name: pixels, kind: pixels, patch_size: [2, 8, 8]}
+  - name: random-vit
+    kind: random_init
+    recipe: videomae-tiny
+    overrides: [--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1",
+                --model.backbone.init_args.heads, "2", --model.objective.init_args.predictor_dim, "16",
+                --model.objective.init_args.predictor_depth, "1"]
+"""
+
+
+def test_compare_end_to_end_through_the_cli(run_cli, tmp_path):
+    (tmp_path / "study.yaml").write_text(TINY)
+    assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 0
+    out = tmp_path / "out"
+    for name in ("report.md", "results.json", "compare-families.png", "compare-fractions.png",
+                 "compare-surprise.png", "compare-cost.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nothing half-written
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"vjepa", "pixels", "random-vit"}
+    tasks = [t for family in FAMILIES.values() for t in family]
+    for name, entry in results["models"].items():
+        for kind in ("attentive", "linear"):
+            for fraction in ("0.5", "1.0"):
+                for task in tasks:
+                    cell = entry["probes"][kind][fraction][task]
+                    assert 0 <= cell["mean"] <= 1 and cell["std"] >= 0 and len(cell["values"]) == 2
+            assert set(entry["families"][kind]["1.0"]) == set(FAMILIES)
+        assert {"parameters", "flops_per_step", "steps", "train_flops", "wall_time_s", "peak_memory_mb"} <= set(entry["cost"])
+    vjepa = results["models"]["vjepa"]
+    assert vjepa["cost"]["steps"] == int(3.0e7 // vjepa["cost"]["flops_per_step"]) >= 1
+    assert vjepa["cost"]["train_flops"] <= 3.0e7 and vjepa["cost"]["wall_time_s"] > 0
+    assert set(vjepa["surprise"]) == {"teleport", "vanish"}
+    assert all(0 <= v["auroc"] <= 1 for v in vjepa["surprise"].values())
+    assert results["models"]["pixels"]["surprise"] is None
+    assert results["models"]["random-vit"]["cost"]["train_flops"] == 0
+    report = (out / "report.md").read_text()
+    assert "| vjepa |" in report and "| random-vit |" in report and "AUROC" in report
+
+
+def test_compare_names_the_bad_key(run_cli, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(textwrap.dedent("""
+        output: out
+        tasks: {appearance: [shape, flavour]}
+        baselines: [{name: pixels, kind: pixels}]
+    """))
+    assert run_cli("compare", "--config", "bad.yaml") == 2
+    assert "flavour" in capsys.readouterr().err
