@@ -45,13 +45,18 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over channels at every (t, h, w) position: nothing mixes across frames, so it keeps the
-    model causal (a GroupNorm over the whole clip would not), and it works at any size."""
+class FrameNorm(nn.GroupNorm):
+    """GroupNorm over each frame on its own (groups of 4 channels, at most 32 groups): statistics never
+    mix frames, so the model stays causal (a GroupNorm over the whole clip would not)."""
+
+    def __init__(self, channels: int):
+        super().__init__(min(32, max(1, channels // 4)), channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, T, H, W); channels-last memory makes movedim a free view
-        return super().forward(x.movedim(1, -1)).movedim(-1, 1)  # (B, C, T, H, W)
+        # x: (B, C, T, H, W); with channels-last memory both reshapes are free views
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, H, W)
+        return super().forward(frames).reshape(b, t, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
 
 
 class ResBlock(nn.Module):
@@ -59,8 +64,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.norm1, self.conv1 = ChannelNorm(in_channels), CausalConv3d(in_channels, out_channels)
-        self.norm2, self.conv2 = ChannelNorm(out_channels), CausalConv3d(out_channels, out_channels)
+        self.norm1, self.conv1 = FrameNorm(in_channels), CausalConv3d(in_channels, out_channels)
+        self.norm2, self.conv2 = FrameNorm(out_channels), CausalConv3d(out_channels, out_channels)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv3d(in_channels, out_channels, 1)
@@ -72,20 +77,65 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour upsampling by (st, sh, sw) then a causal conv. In time, frame 0 stays one frame
-    and every later latent frame becomes st frames: t -> 1 + (t-1)*st (the inverse of the encoder)."""
+def space_to_channels(x: torch.Tensor, factor: Size3) -> torch.Tensor:
+    """Causal space/time-to-channel reshape: (B, C, T, H, W) -> (B, C*st*sh*sw, 1 + (T-1)/st, H/sh, W/sw).
+    Frame 0 is repeated st-1 times on the past side, so output frame 0 holds frame 0 alone."""
+    st, sh, sw = factor
+    x = torch.cat([x[:, :, :1].expand(-1, -1, st - 1, -1, -1), x], dim=2)  # (B, C, st*(1 + (T-1)/st), H, W)
+    return rearrange(x, "b c (t st) (h sh) (w sw) -> b (c st sh sw) t h w", st=st, sh=sh, sw=sw)
+
+
+def channels_to_space(x: torch.Tensor, factor: Size3) -> torch.Tensor:
+    """The inverse of `space_to_channels`: (B, C*st*sh*sw, t, h, w) -> (B, C, 1 + (t-1)*st, h*sh, w*sw)."""
+    st, sh, sw = factor
+    x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)", st=st, sh=sh, sw=sw)
+    return x[:, :, st - 1 :]  # drop the st-1 copies of frame 0
+
+
+def resample_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, C, ...) -> (B, channels, ...) without parameters: neighbouring channels averaged (to fewer) or
+    repeated (to more); with a whole ratio every output is the mean of C/channels inputs, or a copy of one."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    last = x.movedim(1, -1)  # (B, ..., C): a free view in channels-last memory
+    flat = last.reshape(-1, 1, c)
+    flat = F.adaptive_avg_pool1d(flat, channels) if channels < c else F.interpolate(flat, size=channels, mode="nearest")
+    return flat.reshape(*last.shape[:-1], channels).movedim(-1, 1)
+
+
+class Downsample(nn.Module):
+    """A strided causal conv plus a parameter-free shortcut (space-to-channel, then channel averaging), so
+    each stage learns a residual over a plain average pool ("residual autoencoding", DC-AE): a freshly
+    built VAE already reconstructs a blurred clip, and training skips the long phase in which a plain
+    autoencoder only predicts the background."""
 
     def __init__(self, in_channels: int, out_channels: int, factor: Size3):
         super().__init__()
-        self.factor = factor
+        self.factor, self.out_channels = factor, out_channels
+        self.conv = CausalConv3d(in_channels, out_channels, 3, stride=factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw)
+        return self.conv(x) + resample_channels(space_to_channels(x, self.factor), self.out_channels)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling by (st, sh, sw) then a causal conv, plus the mirror shortcut of
+    `Downsample` (channel repetition, then channel-to-space). In time, frame 0 stays one frame and every
+    later latent frame becomes st frames: t -> 1 + (t-1)*st (the inverse of the encoder)."""
+
+    def __init__(self, in_channels: int, out_channels: int, factor: Size3):
+        super().__init__()
+        self.factor, self.out_channels = factor, out_channels
         self.conv = CausalConv3d(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C, t, h, w) -> (B, C_out, 1 + (t-1)*st, h*sh, w*sw)
         st = self.factor[0]
-        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")  # (B, C, t*st, h*sh, w*sw)
-        return self.conv(x[:, :, st - 1 :])  # drop the st-1 copies of frame 0
+        up = F.interpolate(x, scale_factor=self.factor, mode="nearest")[:, :, st - 1 :]  # drop copies of frame 0
+        shortcut = channels_to_space(resample_channels(x, self.out_channels * math.prod(self.factor)), self.factor)
+        return self.conv(up) + shortcut
 
 
 def stage_factors(compression: Size3) -> list[Size3]:
@@ -108,19 +158,26 @@ class Encoder(nn.Module):
         self.stages = nn.ModuleList()
         for i, factor in enumerate(factors):
             layers = [ResBlock(widths[i], widths[i]) for _ in range(blocks[i])]
-            layers.append(CausalConv3d(widths[i], widths[i + 1], 3, stride=factor))
+            layers.append(Downsample(widths[i], widths[i + 1], factor))
             self.stages.append(nn.Sequential(*layers))
         self.mid = nn.Sequential(*[ResBlock(widths[-1], widths[-1]) for _ in range(blocks[-1])])
-        self.norm_out = ChannelNorm(widths[-1])
+        self.norm_out = FrameNorm(widths[-1])
         self.conv_out = CausalConv3d(widths[-1], 2 * latent_channels)
+        self.latent_channels = latent_channels
+        # start with a narrow posterior (std ~0.05): with unit-variance noise on small initial means the
+        # decoder would see mostly noise, and the tiny KL weight lowers the variance only very slowly
+        with torch.no_grad():
+            self.conv_out.bias[latent_channels:] = -6.0
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         # video: (B, 3, T, H, W) -> moments (B, 2c, t, h, w)
-        x = self.conv_in(video)  # (B, w0, T, H, W)
+        x = self.conv_in(video) + resample_channels(video, self.conv_in.out_channels)  # (B, w0, T, H, W)
         for stage in self.stages:
             x = stage(x)  # each stage divides (T-1, H, W) by its factor
         x = self.mid(x)  # (B, w_last, t, h, w)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        moments = self.conv_out(F.silu(self.norm_out(x)))  # (B, 2c, t, h, w)
+        shortcut = resample_channels(x, self.latent_channels)  # (B, c, t, h, w), added to the mean only
+        return moments + F.pad(shortcut, (0, 0, 0, 0, 0, 0, 0, self.latent_channels))
 
 
 class Decoder(nn.Module):
@@ -133,15 +190,16 @@ class Decoder(nn.Module):
             layers = [Upsample(widths[i + 1], widths[i], factors[i])]
             layers += [ResBlock(widths[i], widths[i]) for _ in range(blocks[i])]
             self.stages.append(nn.Sequential(*layers))
-        self.norm_out = ChannelNorm(widths[0])
+        self.norm_out = FrameNorm(widths[0])
         self.conv_out = CausalConv3d(widths[0], 3)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # z: (B, c, t, h, w) -> video (B, 3, T, H, W)
-        x = self.mid(self.conv_in(z))  # (B, w_last, t, h, w)
+        x = self.conv_in(z) + resample_channels(z, self.conv_in.out_channels)  # (B, w_last, t, h, w)
+        x = self.mid(x)
         for stage in self.stages:
             x = stage(x)  # each stage multiplies (t-1, h, w) by its factor
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))) + resample_channels(x, 3)  # (B, 3, T, H, W)
 
 
 # ---- the tokenizer ----------------------------------------------------------------------------------
