@@ -11,6 +11,7 @@ from .ddpm import DDPM
 from .dit import DiT
 from .export import export_command
 from .flow import Flow
+from .minilm import MiniLM
 from .pixels import Pixels
 from .prompts import Prompts
 from .text import TinyTextEncoder
@@ -43,7 +44,7 @@ def patchworld_register_decoders():
 
 @hookimpl
 def patchworld_register_conditioners():
-    return [TinyTextEncoder]
+    return [TinyTextEncoder, MiniLM]
 
 
 @hookimpl

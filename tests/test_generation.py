@@ -105,15 +105,16 @@ def test_dit_starts_as_zero_and_checkpointing_matches():
 
 
 def test_tiny_dit_overfits_one_captioned_clip():
-    """Trained on one clip and its caption, the model regenerates that clip from noise (MSE < 0.03; the
-    clip's own variance is ~0.3 and an untrained model's sample is ~1)."""
+    """Trained on one clip and its caption, the model regenerates that clip from noise: MSE < 0.03, against
+    0.097 for the clip's mean colour (its variance) and ~1 for an untrained model's sample (measured:
+    0.16 after 100 steps, 0.04 after 400, 0.018 after 600)."""
     clip = collate([SyntheticClips(1, "train", 2, (16, 16), max_objects=1, gravity_prob=0)[0]])
     objective = Flow(caption_dropout=0.0, mixture={"t2v": 1.0}, progress=False)
     world = tiny_world(objective, dim=64)
     optimizer = torch.optim.AdamW(world.parameters(), lr=3e-3, weight_decay=0.0)
     batch = {"video": clip["video"].repeat(8, 1, 1, 1, 1), "caption": clip["caption"] * 8}
     world.train()
-    for _ in range(200):
+    for _ in range(600):
         loss = objective.training_step(world, batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
@@ -166,14 +167,14 @@ def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path
     image = make_mp4(tmp_path / "first.mp4", frames=1, height=20, width=24)  # wrong size: resized
     predict = ["predict", "--config", recipe_path("sora-tiny"), *TINY, "--ckpt_path", checkpoint,
                "--trainer.default_root_dir", "run", "--trainer.logger", "false", "--model.objective.init_args.steps", "2",
-               "--data", "Prompts", "--data.prompt_file", "prompts.txt", "--data.frames", "5", "--data.size", "[16, 24]",
+               "--data", "Prompts", "--data.prompt_file", "prompts.txt", "--data.frames", "6", "--data.size", "[16, 24]",
                "--data.task", "i2v", "--data.condition", f"[{image}]"]
     assert run_cli(*predict) == 0
     videos = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
     assert len(videos) == 2 and len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2
     with av.open(str(videos[0])) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    assert len(frames) == 5 and frames[0].shape == (16, 24, 3)
+    assert len(frames) == 6 and frames[0].shape == (16, 24, 3)  # not the training size (4x16x16)
 
 
 # ---- bad input ----------------------------------------------------------------------------------
