@@ -81,6 +81,26 @@ def test_impossible_clip_matches_its_possible_twin_until_the_event(violation):
     pytest.fail(f"{violation} never changed a clip")
 
 
+def test_the_subject_is_the_largest_object_and_drawn_on_top():
+    """Labels describe object 0; with several objects it must be visibly singled out: in the first frame it
+    covers more pixels of its colour than any other object covers of theirs (it is larger and never hidden)."""
+    from patchworld.data.synthetic import COLOURS, make_scene
+
+    checked = 0
+    for index in range(40):
+        rng = np.random.default_rng([5, index])
+        scene = make_scene(rng, 1.0, max_objects=3, gravity_prob=0.0, reverse_prob=0.0)
+        if len(scene.shapes) < 2:
+            continue
+        assert (scene.radii[1:] < scene.radii[0]).all()
+        video = render(np.random.default_rng([5, index]), 1, 64, 64, max_objects=3, gravity_prob=0.0)["video"]
+        covered = [((video[:, 0] - (torch.tensor(COLOURS[c]).view(3, 1, 1) * 2 - 1)).abs().amax(0) < 0.1).sum().item()
+                   for c in scene.colours]
+        assert covered[0] > max(covered[1:]), (index, scene.shapes, covered)
+        checked += 1
+    assert checked >= 20
+
+
 def test_physics_labels_occur():
     labels = [clip(i, max_objects=3)["labels"] for i in range(60)]
     for task in ("bounced", "collided", "gravity"):

@@ -1,12 +1,14 @@
 """SyntheticWorld: procedurally rendered clips of moving objects, the embedded default data.
 
 Objects (shape, colour, size) move with a velocity, bounce off the walls, optionally fall under gravity,
-collide elastically with each other and occlude each other (later objects are drawn on top). Every clip
+collide elastically with each other and occlude each other. Every clip
 is a pure function of (seed, split, index), carries captions with paraphrases and ground-truth labels for
 probes, and can be rendered with an *impossible* event (teleport, vanish, pass-through, colour flip) with
 the same initial conditions as its possible twin.
 
-Labels describe object 0 (the "subject" the caption names first) and the scene:
+Labels describe object 0, the *subject* the caption names first, and the scene. The subject is visibly
+singled out, so a label never depends on knowing the simulator's object order: it is the largest object
+(every other one has at most `SUBJECT_MARGIN` of its radius) and it is drawn on top of the others.
 appearance: shape, colour, size; motion: direction (shown first-frame motion), speed, reversed (clip
 played backwards); physics: bounced (subject hit a wall), collided (any two objects collided), count
 (objects - 1), gravity; plus violation (0 = none, see VIOLATIONS).
@@ -57,6 +59,7 @@ _RADIUS = {"small": (0.07, 0.09), "large": (0.12, 0.15)}  # fraction of the shor
 _SPEED = {"slow": (0.012, 0.022), "fast": (0.035, 0.05)}  # fraction of the shorter side per frame
 _DIRECTION_ANGLE = {"right": 0.0, "left": math.pi, "up": -math.pi / 2, "down": math.pi / 2}  # image y points down
 _GRAVITY = 0.004  # per frame^2
+SUBJECT_MARGIN = 0.8  # other objects' radii are at most this fraction of the subject's
 _SPLITS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _DIRECTION_WORDS = {
     "right": ("to the right", "rightwards", "towards the right edge"),
@@ -92,6 +95,8 @@ def make_scene(rng: np.random.Generator, aspect: float, max_objects: int, gravit
     colours = list(rng.choice(COLOUR_NAMES, size=count, replace=False))
     sizes = [SIZES[i] for i in rng.integers(0, len(SIZES), count)]
     radii = np.array([rng.uniform(*_RADIUS[s]) for s in sizes])
+    radii[1:] = np.minimum(radii[1:], SUBJECT_MARGIN * radii[0])  # the subject is the largest object
+    sizes[1:] = ["large" if r >= _RADIUS["large"][0] else "small" for r in radii[1:]]
     speed = SPEEDS[int(rng.integers(0, 2))]
     direction = DIRECTIONS[int(rng.integers(0, 4))]
     angles = rng.uniform(-math.pi, math.pi, count)
@@ -160,14 +165,15 @@ def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np
 
 def draw(scene: Scene, positions: np.ndarray, visible: np.ndarray, colours: np.ndarray,
          height: int, width: int) -> np.ndarray:
-    """Render (T, H, W, 3) float32 in [0, 1] with anti-aliased edges; later objects on top."""
+    """Render (T, H, W, 3) float32 in [0, 1] with anti-aliased edges; the subject (object 0) on top."""
     unit = min(height, width)
     ys = (np.arange(height, dtype=np.float32) + 0.5)[None, :, None] / unit
     xs = (np.arange(width, dtype=np.float32) + 0.5)[None, None, :] / unit
     gradient = 1.0 - 0.5 * np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
     canvas = np.broadcast_to(scene.background.astype(np.float32) * gradient, (height, width, 3))
     canvas = np.repeat(canvas[None], len(positions), axis=0)  # (T, H, W, 3)
-    for i, shape in enumerate(scene.shapes):
+    for i in [*range(1, len(scene.shapes)), 0]:  # the subject last, so nothing hides it
+        shape = scene.shapes[i]
         dx = xs - positions[:, i, 0, None, None].astype(np.float32)
         dy = ys - positions[:, i, 1, None, None].astype(np.float32)
         alpha = np.clip(0.5 - _signed_distance(shape, dx, dy, scene.radii[i]) * unit, 0.0, 1.0)
