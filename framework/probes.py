@@ -33,6 +33,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .errors import PatchworldError
+
 
 @dataclass
 class FeatureSet:
@@ -107,17 +109,24 @@ def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = Fals
 
 
 def linear_probe(train: FeatureSet, test: FeatureSet, task: str, steps: int = 300, lr: float = 1e-2,
-                 weight_decay: float = 1e-4, seed: int = 0) -> ProbeResult:
-    """Fit a linear classifier on `train.pooled` for `task` and report accuracy on `test`.
+                 weight_decay: float = 1e-4, seed: int = 0, inputs: str = "pooled") -> ProbeResult:
+    """Fit a linear classifier for `task` on `train` and report accuracy on `test`.
 
+    `inputs` = "pooled" uses the mean-pooled features (N, D); "tokens" uses every token's features
+    concatenated (N, L*D), which keeps where things are (needs sets extracted with keep_tokens=True).
     Features are standardised with the training set's per-channel mean and std; the classifier is trained
     full-batch with AdamW and cross-entropy for `steps` steps (deterministic for a given `seed`).
     """
     for name, split in (("train", train), ("test", test)):
         if task not in split.labels:
             raise KeyError(f"task {task!r} is not among the {name} labels: {', '.join(sorted(split.labels)) or 'none'}")
-    x_train, y_train = train.pooled.float(), train.labels[task]
-    x_test, y_test = test.pooled.float(), test.labels[task]
+        if inputs == "tokens" and split.tokens is None:
+            raise ValueError(f"inputs='tokens' needs the {name} set extracted with keep_tokens=True (same token count)")
+    if inputs not in ("pooled", "tokens"):
+        raise ValueError(f"linear_probe inputs must be 'pooled' or 'tokens', got {inputs!r}")
+    pick = (lambda s: s.pooled.float()) if inputs == "pooled" else (lambda s: s.tokens.float().flatten(1))
+    x_train, y_train = pick(train), train.labels[task]
+    x_test, y_test = pick(test), test.labels[task]
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     classes = int(max(y_train.max(), y_test.max())) + 1
@@ -352,19 +361,26 @@ def auroc(scores, labels) -> float:
 def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None):
     """(WorldModel, datamodule) from a recipe, as ``patchworld fit`` would build them.
 
-    `overrides` are extra CLI arguments (e.g. ``["--data.init_args.val_size", "512"]``). With a
-    `checkpoint` (a Lightning .ckpt) the model's weights are loaded from it; without one they keep their
-    random initialisation, seeded by the recipe's ``seed_everything``.
+    `recipe` is a path or a shipped recipe name; `overrides` are extra CLI arguments (e.g.
+    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt) the model's weights
+    are loaded from it, and a checkpoint trained with other settings is a `PatchworldError` naming the keys
+    that differ; without one they keep their random initialisation, seeded by the recipe's ``seed_everything``.
     """
-    from .cli import PatchworldCLI
+    from .cli import PatchworldCLI, resolve_recipe_args
     from .plugins import load_plugins
 
-    load_plugins()
-    cli = PatchworldCLI(args=["--config", str(recipe), *(overrides or [])], run=False)
+    args = resolve_recipe_args(["--config", str(recipe)], load_plugins()) + list(overrides or [])
+    cli = PatchworldCLI(args=args, run=False)
     model = cli.model
     if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise PatchworldError(f"checkpoint {str(checkpoint)!r} does not exist")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
-        model.load_state_dict(state["state_dict"])
+        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+        if missing or unexpected:
+            raise PatchworldError(
+                f"checkpoint {str(checkpoint)!r} does not fit recipe {str(recipe)!r}: missing {sorted(missing)[:4]}, "
+                f"unexpected {sorted(unexpected)[:4]}; give the recipe and overrides it was trained with")
     return model, cli.datamodule
 
 
@@ -376,18 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=512, help="probe training clips (validation split)")
     parser.add_argument("--test-size", type=int, default=256, help="probe test clips (test split)")
     parser.add_argument("--bf16", action="store_true", help="extract features under bf16 autocast")
+    parser.add_argument("--tokens", action="store_true", help="also probe all tokens concatenated, not only the mean")
     args = parser.parse_args(argv)
     overrides = ["--data.init_args.val_size", str(args.train_size), "--data.init_args.test_size", str(args.test_size)]
     model, data = load_world(args.config, args.ckpt, overrides)
     data.setup("fit")
     dtype = torch.bfloat16 if args.bf16 else None
-    train = extract_features(model, data.val_dataloader(), autocast_dtype=dtype)
-    test = extract_features(model, data.test_dataloader(), autocast_dtype=dtype)
+    train = extract_features(model, data.val_dataloader(), keep_tokens=args.tokens, autocast_dtype=dtype)
+    test = extract_features(model, data.test_dataloader(), keep_tokens=args.tokens, autocast_dtype=dtype)
     which = "random init" if args.ckpt is None else args.ckpt
     for task in args.task or ["direction"]:
-        result = linear_probe(train, test, task)
-        print(f"{task:<10} linear probe ({which}): test accuracy {result.test_accuracy:.3f} "
-              f"(train {result.train_accuracy:.3f}, chance {result.chance:.3f}, {len(train)}/{len(test)} clips)")
+        for inputs in ("pooled", "tokens") if args.tokens else ("pooled",):
+            result = linear_probe(train, test, task, inputs=inputs)
+            print(f"{task:<10} linear probe on {inputs} features ({which}): test accuracy {result.test_accuracy:.3f} "
+                  f"(train {result.train_accuracy:.3f}, chance {result.chance:.3f}, {len(train)}/{len(test)} clips)")
     return 0
 
 

@@ -17,8 +17,9 @@ from jsonargparse import ArgumentParser
 from torch import nn
 from torch.nn import functional as F
 
-from patchworld import DataError, PatchworldError
+from patchworld import PatchworldError
 from patchworld.data.synthetic import TASKS, SyntheticClips, collate
+from patchworld.probes import load_world
 
 ATTRIBUTES = ("shape", "colour", "direction")
 
@@ -70,20 +71,6 @@ def judge_accuracy(judge: AttributeJudge, video: torch.Tensor, labels: dict) -> 
     return {name: float((logits[name].argmax(1) == labels[name]).float().mean()) for name in ATTRIBUTES}
 
 
-def load_world(config: str, ckpt_path: str | None):
-    """Instantiate the recipe's model and datamodule (no training) and load the checkpoint's weights."""
-    from patchworld.cli import PatchworldCLI, resolve_recipe_args
-    from patchworld.plugins import load_plugins
-
-    cli = PatchworldCLI(args=resolve_recipe_args(["--config", config], load_plugins()), run=False)
-    world, data = cli.model, cli.datamodule
-    if ckpt_path is not None:
-        if not Path(ckpt_path).is_file():
-            raise DataError(f"ckpt_path {ckpt_path!r} does not exist")
-        world.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
-    return world.eval(), data
-
-
 def adherence(argv: list[str]) -> int:
     """Prompt adherence of a generative recipe: a judge network reads shape/colour/direction of generated clips."""
     parser = ArgumentParser(prog="patchworld adherence", description=__doc__)
@@ -100,6 +87,7 @@ def adherence(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     world, data = load_world(args.config, args.ckpt_path)
+    world.eval()
     template = getattr(data, "splits", {}).get("train")
     if not isinstance(template, SyntheticClips):
         raise PatchworldError("adherence needs a recipe whose data is SyntheticWorld (its labels are the truth)")

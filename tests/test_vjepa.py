@@ -212,6 +212,22 @@ def test_linear_probe_and_feature_extraction():
     assert set(extracted.labels) >= {"direction", "shape"} and extracted.labels["direction"].shape == (8,)
 
 
+def test_load_world_loads_a_checkpoint_and_names_a_mismatch(tmp_path):
+    from patchworld import PatchworldError
+    from patchworld.probes import load_world
+
+    shallow = ["--model.backbone.init_args.depth", "1"]
+    model, data = load_world("vjepa-tiny", None, shallow)
+    path = tmp_path / "shallow.ckpt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    again, _ = load_world("vjepa-tiny", path, shallow)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(PatchworldError, match=r"does not fit recipe 'vjepa-tiny': missing \['backbone.blocks.1"):
+        load_world("vjepa-tiny", path)  # the recipe's depth is 4
+    with pytest.raises(PatchworldError, match="does not exist"):
+        load_world("vjepa-tiny", tmp_path / "missing.ckpt")
+
+
 def test_cli_fast_dev_run(run_cli, recipe_path, tmp_path):
     assert run_cli("fit", "--config", recipe_path("vjepa-tiny"), "--trainer.fast_dev_run", "true",
                    "--data.init_args.batch_size", "4", "--trainer.enable_progress_bar", "false") == 0
