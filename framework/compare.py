@@ -725,8 +725,11 @@ def parser():
 
 def compare_command(argv: list[str]) -> int:
     """Compare world models' frozen features (probes), physics surprise and cost; writes report.md."""
+    from .cli import resolve_recipe_args
+    from .plugins import load_plugins
+
     p = parser()
-    cfg = p.parse_args(argv)
+    cfg = p.parse_args(resolve_recipe_args(argv, load_plugins()))  # --config may name a shipped study
     import yaml
 
     config = yaml.safe_load(p.dump(cfg, skip_none=False))
