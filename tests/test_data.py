@@ -101,6 +101,20 @@ def test_the_subject_is_the_largest_object_and_drawn_on_top():
     assert checked >= 20
 
 
+def test_object_scale_enlarges_objects():
+    from patchworld import ComponentError
+    from patchworld.data.synthetic import COLOURS
+
+    areas = []
+    for scale in (1.0, 2.0):
+        item = render(np.random.default_rng([9, 1]), 1, 64, 64, max_objects=1, gravity_prob=0.0, object_scale=scale)
+        colour = torch.tensor(COLOURS[TASKS["colour"][item["labels"]["colour"]]]).view(3, 1, 1) * 2 - 1
+        areas.append(((item["video"][:, 0] - colour).abs().amax(0) < 0.1).sum().item())
+    assert 3.0 < areas[1] / areas[0] < 5.0  # twice the radius: about four times the area
+    with pytest.raises(ComponentError, match="object_scale must be in"):
+        SyntheticWorld(object_scale=4.0)
+
+
 def test_physics_labels_occur():
     labels = [clip(i, max_objects=3)["labels"] for i in range(60)]
     for task in ("bounced", "collided", "gravity"):

@@ -87,16 +87,17 @@ class Scene:
 
 
 def make_scene(rng: np.random.Generator, aspect: float, max_objects: int, gravity_prob: float,
-               reverse_prob: float, collision_course: bool = False) -> Scene:
-    """Sample initial conditions. `aspect` = W/H; the world is [0, aspect] x [0, 1] if W >= H."""
+               reverse_prob: float, collision_course: bool = False, object_scale: float = 1.0) -> Scene:
+    """Sample initial conditions. `aspect` = W/H; the world is [0, aspect] x [0, 1] if W >= H.
+    `object_scale` multiplies every radius (1 = the default sizes)."""
     extent = np.array([max(aspect, 1.0), max(1.0 / aspect, 1.0)])  # (x, y) size in shorter-side units
     count = 2 if collision_course else int(rng.integers(1, max_objects + 1))
     shapes = [SHAPES[i] for i in rng.integers(0, len(SHAPES), count)]
     colours = list(rng.choice(COLOUR_NAMES, size=count, replace=False))
     sizes = [SIZES[i] for i in rng.integers(0, len(SIZES), count)]
-    radii = np.array([rng.uniform(*_RADIUS[s]) for s in sizes])
+    radii = np.array([rng.uniform(*_RADIUS[s]) for s in sizes]) * object_scale
     radii[1:] = np.minimum(radii[1:], SUBJECT_MARGIN * radii[0])  # the subject is the largest object
-    sizes[1:] = ["large" if r >= _RADIUS["large"][0] else "small" for r in radii[1:]]
+    sizes[1:] = ["large" if r >= _RADIUS["large"][0] * object_scale else "small" for r in radii[1:]]
     speed = SPEEDS[int(rng.integers(0, 2))]
     direction = DIRECTIONS[int(rng.integers(0, 4))]
     angles = rng.uniform(-math.pi, math.pi, count)
@@ -217,10 +218,10 @@ class SyntheticClips(Dataset):
 
     def __init__(self, length: int, split: str, frames: int, size: tuple[int, int], seed: int = 0,
                  max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
-                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:]):
+                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0):
         self.length, self.split, self.frames, self.size, self.seed = length, split, frames, tuple(size), seed
         self.max_objects, self.gravity_prob, self.reverse_prob = max_objects, gravity_prob, reverse_prob
-        self.impossible_prob = impossible_prob
+        self.impossible_prob, self.object_scale = impossible_prob, object_scale
         unknown = set(violations) - set(VIOLATIONS[1:])
         if unknown:
             raise ComponentError(f"SyntheticWorld: unknown violations {sorted(unknown)}; valid: {', '.join(VIOLATIONS[1:])}")
@@ -236,12 +237,12 @@ class SyntheticClips(Dataset):
         if self.impossible_prob and rng.random() < self.impossible_prob:
             violation = self.violations[int(rng.integers(0, len(self.violations)))]
         return render(rng, frames, height, width, violation, self.max_objects, self.gravity_prob,
-                      self.reverse_prob) | {"index": index}
+                      self.reverse_prob, object_scale=self.object_scale) | {"index": index}
 
 
 def render(rng: np.random.Generator, frames: int, height: int, width: int, violation: str = "none",
            max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
-           collision_course: bool | None = None) -> dict:
+           collision_course: bool | None = None, object_scale: float = 1.0) -> dict:
     """Render one clip: {"video": (3, T, H, W) in [-1, 1], "caption", "captions", "labels"}.
 
     Everything random is drawn from `rng` before the violation is applied, so the same rng state with
@@ -252,7 +253,7 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int, viola
     aspect = width / height
     if collision_course is None:
         collision_course = violation == "pass_through"
-    scene = make_scene(rng, aspect, max_objects, gravity_prob, reverse_prob, collision_course)
+    scene = make_scene(rng, aspect, max_objects, gravity_prob, reverse_prob, collision_course, object_scale)
     event_frame = int(rng.integers(frames // 4, max(frames // 4 + 1, 3 * frames // 4)))
     caption_pick, flip_pick = int(rng.integers(0, 3)), int(rng.integers(0, 2))
     positions, visible, events = simulate(scene, frames, aspect, violation, event_frame)
@@ -320,6 +321,7 @@ class SyntheticWorld(pl.LightningDataModule):
         reverse_prob: fraction of clips played backwards (for the time-reversal probe).
         impossible_prob: fraction of clips with an impossible event, drawn from `violations`.
         violations: which impossible events to draw.
+        object_scale: multiplies every object's radius (1: radii of 7-15% of the shorter side; at most 3).
         num_workers: DataLoader worker processes (rendering takes about a millisecond per clip).
         seed: everything is a deterministic function of it.
     """
@@ -329,11 +331,13 @@ class SyntheticWorld(pl.LightningDataModule):
     def __init__(self, frames: int | list[int] = 16, size: tuple[int, int] | list[tuple[int, int]] = (64, 64),
                  batch_size: int = 8, train_size: int = 4096, val_size: int = 256, test_size: int = 256,
                  predict_size: int = 8, max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
-                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], num_workers: int = 0,
-                 seed: int = 0):
+                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0,
+                 num_workers: int = 0, seed: int = 0):
         super().__init__()
         if not 1 <= max_objects <= 3:
             raise ComponentError(f"SyntheticWorld.max_objects must be 1, 2 or 3, got {max_objects}")
+        if not 0 < object_scale <= 3:
+            raise ComponentError(f"SyntheticWorld.object_scale must be in (0, 3] so objects fit the frame, got {object_scale}")
         self.frame_choices = [frames] if isinstance(frames, int) else list(frames)
         sizes = [size] if isinstance(size[0], int) else list(size)
         self.shapes = [(t, int(h), int(w)) for t in self.frame_choices for h, w in sizes]
@@ -342,7 +346,7 @@ class SyntheticWorld(pl.LightningDataModule):
         first = self.shapes[0]
         self.splits = {
             split: SyntheticClips(n, split, first[0], first[1:], seed, max_objects, gravity_prob, reverse_prob,
-                                  impossible_prob, tuple(violations))
+                                  impossible_prob, tuple(violations), object_scale)
             for split, n in self.lengths.items()
         }
 
