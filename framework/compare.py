@@ -23,12 +23,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .data.synthetic import TASKS, VIOLATIONS, collate, render
 from .data.video_io import atomic_path
-from .errors import ComponentError, PatchworldError
+from .errors import ComponentError, DataError, PatchworldError
 from .patches import grid_positions, patchify
 from .probes import PROBES, FeatureSet, auroc, extract_features, probe_inputs, probe_sweep
 
@@ -294,15 +293,7 @@ class Study:
         if split not in self._clips:
             d = self.data
             if d.folder:
-                from .data.video_folder import VideoFolder
-
-                folder = VideoFolder(d.folder, frames=d.frames, size=tuple(d.size), batch_size=self.extract_batch_size,
-                                     val_fraction=d.folder_val_fraction)
-                folder.setup("fit")
-                held = list(folder.val_dataloader())
-                halves = {"val": [b for i, b in enumerate(held) if i % 2 == 0],
-                          "test": [b for i, b in enumerate(held) if i % 2 == 1] or held}
-                self._clips = {"train": list(folder.train_dataloader()), **halves}
+                self._clips = self.folder_probe_clips()
             else:
                 from .data.synthetic import SyntheticWorld
 
@@ -315,6 +306,28 @@ class Study:
                                                          collate_fn=collate)
                     self._clips[name] = list(loader)
         return self._clips[split]
+
+    def folder_probe_clips(self) -> dict[str, list[dict]]:
+        """Probe splits from a VideoFolder: its training files, and its held-out files alternately to
+        validation and test (so the sweep is never selected on the clips it is scored on); every clip
+        starts in the middle of its video, so every model sees the same clips."""
+        from torch.utils.data import DataLoader
+
+        from .data.video_folder import VideoClips, VideoFolder, collate as folder_collate
+
+        d = self.data
+        folder = VideoFolder(d.folder, frames=d.frames, size=tuple(d.size), val_fraction=d.folder_val_fraction)
+        folder.setup("fit")
+        train, held = folder.splits["train"].videos, folder.splits["val"].videos
+        if len(held) < 2 or {v.path for v in train} & {v.path for v in held}:
+            raise DataError(f"compare: {d.folder} has {len(train) + len(held)} readable videos, too few to hold out "
+                            f"separate validation and test files at folder_val_fraction={d.folder_val_fraction}; "
+                            "add videos or raise data.folder_val_fraction")
+        splits = {"train": train, "val": held[0::2], "test": held[1::2]}
+        return {name: list(DataLoader(VideoClips(videos, folder.root, folder.classes, d.frames, tuple(d.size), None,
+                                                 random_start=False),
+                                      batch_size=self.extract_batch_size, collate_fn=folder_collate))
+                for name, videos in splits.items()}
 
     def surprise_pairs(self, violation: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(impossible, possible) clips (P, 3, T, H, W): twins rendered from the same random state."""

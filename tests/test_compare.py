@@ -197,3 +197,47 @@ def test_compare_names_the_bad_key(run_cli, tmp_path, capsys):
     """))
     assert run_cli("compare", "--config", "bad.yaml") == 2
     assert "flavour" in capsys.readouterr().err
+
+
+def labelled_folder(root, per_class: int = 5):
+    """Two classes of tiny mp4s: a red square moving right, a blue square moving left."""
+    from patchworld.data.video_io import write_video
+
+    for label, colour, step in (("red_right", (1.0, -1.0, -1.0), 2), ("blue_left", (-1.0, -1.0, 1.0), -2)):
+        for k in range(per_class):
+            video = torch.full((3, 8, 16, 16), -0.8)
+            for t in range(8):
+                x = 6 + step * (t - 4) // 2 + (k % 3) - 1
+                video[:, t, 5 + k % 4 : 10 + k % 4, x : x + 4] = torch.tensor(colour).view(3, 1, 1)
+            write_video(root / label / f"{k}.mp4", video, fps=8)
+    return root
+
+
+def test_compare_on_a_labelled_video_folder(run_cli, tmp_path):
+    labelled_folder(tmp_path / "videos")
+    (tmp_path / "study.yaml").write_text(textwrap.dedent(f"""
+        output: out
+        data: {{folder: {tmp_path / 'videos'}, frames: 4, size: [16, 16], folder_val_fraction: 0.5}}
+        probe: {{lrs: [1.0e-2], weight_decays: [1.0e-4], steps: 20, seeds: 1, fractions: [1.0]}}
+        baselines: [{{name: pixels, kind: pixels, patch_size: [2, 8, 8]}}]
+    """))
+    assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["families"] == {"label": ["label"]} and results["violations"] == []
+    pixels = results["models"]["pixels"]
+    assert 0 <= pixels["probes"]["linear"]["1.0"]["label"]["mean"] <= 1 and pixels["surprise"] is None
+
+
+def test_folder_probe_splits_are_disjoint_and_too_few_files_is_an_error(tmp_path):
+    from patchworld import DataError
+    from patchworld.compare import DataSpec, ProbeSpec, Study
+
+    study = Study([], [], DataSpec(folder=str(labelled_folder(tmp_path / "videos")), frames=4, size=(16, 16),
+                                   folder_val_fraction=0.5), ProbeSpec(), None, tmp_path / "out")
+    splits = {name: torch.cat([b["video"] for b in study.probe_clips(name)]) for name in ("train", "val", "test")}
+    assert all(len(clips) for clips in splits.values())
+    assert not any(torch.equal(v, t) for v in splits["val"] for t in splits["test"])  # never the same clip
+    small = labelled_folder(tmp_path / "small", per_class=1)
+    study = Study([], [], DataSpec(folder=str(small), frames=4, size=(16, 16)), ProbeSpec(), None, tmp_path / "o2")
+    with pytest.raises(DataError, match="too few to hold out separate validation and test files"):
+        study.probe_clips("train")

@@ -1,7 +1,6 @@
 """VideoMAE + ViT + Pixels, the recipe family that proves the core."""
 import glob
 
-import pytest
 import torch
 from safetensors.torch import load_file
 

@@ -67,7 +67,8 @@ class VideoClips(Dataset):
         }
 
 
-def _collate(items: list[dict]) -> dict:
+def collate(items: list[dict]) -> dict:
+    """Stack videos and labels; keep captions as a list."""
     return {
         "video": torch.stack([item["video"] for item in items]),
         "caption": [item["caption"] for item in items],
@@ -111,7 +112,7 @@ class VideoFolder(pl.LightningDataModule):
         self.splits = {"train": make(train, True), "val": make(held_out or videos, False), "all": make(videos, False)}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate,
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
