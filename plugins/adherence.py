@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from patchworld import PatchworldError
 from patchworld.data.synthetic import TASKS, SyntheticClips, collate
+from patchworld.data.video_io import atomic_path
 from patchworld.probes import load_world
 
 ATTRIBUTES = ("shape", "colour", "direction")
@@ -43,9 +44,9 @@ class AttributeJudge(nn.Module):
 
 
 def clips(split: str, count: int, template: SyntheticClips, start: int = 0) -> dict:
-    """`count` clips of `split` rendered like `template` (same size, objects, gravity)."""
+    """`count` clips of `split` rendered like `template` (same size, objects, object scale, gravity)."""
     dataset = SyntheticClips(start + count, split, template.frames, template.size, template.seed,
-                             template.max_objects, template.gravity_prob)
+                             template.max_objects, template.gravity_prob, object_scale=template.object_scale)
     return collate([dataset[i] for i in range(start, start + count)])
 
 
@@ -76,6 +77,8 @@ def adherence(argv: list[str]) -> int:
     parser = ArgumentParser(prog="patchworld adherence", description=__doc__)
     parser.add_argument("--config", required=True, help="the generative recipe (path or shipped name)")
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="trained checkpoint")
+    parser.add_argument("--overrides", type=list[str], default=[],
+                        help='the extra fit arguments the model was trained with, e.g. \'["--data.init_args.object_scale", "2"]\'')
     parser.add_argument("--samples", type=int, default=48, help="test-split captions to generate")
     parser.add_argument("--steps", type=int | None, default=None, help="sampling steps (default: the objective's)")
     parser.add_argument("--guidance", type=float | None, default=None, help="guidance scale (default: the objective's)")
@@ -85,8 +88,10 @@ def adherence(argv: list[str]) -> int:
     parser.add_argument("--precision", type=str, default="bf16", help="bf16 or 32 (autocast for generation)")
     parser.add_argument("--out", type=str | None, default=None, help="write results.json here")
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).is_dir():
+        raise PatchworldError(f"--out {args.out} is a directory; give the path of the results .json file to write")
 
-    world, data = load_world(args.config, args.ckpt_path)
+    world, data = load_world(args.config, args.ckpt_path, args.overrides)
     world.eval()
     template = getattr(data, "splits", {}).get("train")
     if not isinstance(template, SyntheticClips):
@@ -124,6 +129,6 @@ def adherence(argv: list[str]) -> int:
                "steps": args.steps or world.objective.steps,
                "guidance": world.objective.guidance if args.guidance is None else args.guidance}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
     return 0

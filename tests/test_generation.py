@@ -237,3 +237,24 @@ def test_vae_recipe_fit_then_predict(run_cli, recipe_path, tmp_path):
     (video,) = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
     with av.open(str(video)) as container:
         assert len(list(container.decode(video=0))) == 5
+
+
+def test_adherence_command_judges_generated_clips(run_cli, recipe_path, tmp_path):
+    """Fit a tiny sora-tiny, then `patchworld adherence` (with the fit's overrides): the judge reads real clips
+    far above chance, and every attribute of the generated clips gets a rate in [0, 1]."""
+    import json
+
+    shape = ["--data.init_args.frames", "4", "--data.init_args.size", "[16, 16]"]
+    fit = ["fit", "--config", recipe_path("sora-tiny"), *TINY, *shape, "--trainer.max_steps", "2", "--trainer.max_time",
+           "null", "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "2", "--trainer.default_root_dir",
+           "run", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    assert run_cli(*fit) == 0
+    checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
+    overrides = json.dumps([*TINY, *shape])
+    assert run_cli("adherence", "--config", recipe_path("sora-tiny"), "--ckpt_path", str(checkpoint), "--overrides",
+                   overrides, "--samples", "4", "--batch_size", "4", "--steps", "2", "--judge_steps", "60",
+                   "--precision", "32", "--out", "adherence.json") == 0
+    results = json.loads((tmp_path / "adherence.json").read_text())
+    assert set(results["generated"]) == {"shape", "colour", "direction"}
+    assert all(0 <= rate <= 1 for rate in results["generated"].values())
+    assert results["real"]["colour"] > 2 * results["chance"]["colour"]  # the judge really reads colour
