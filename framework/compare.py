@@ -89,6 +89,7 @@ class DataSpec:
     probe_train / probe_val / probe_test: clips of each probe split (SyntheticWorld's train/val/test splits
         with `probe_seed`, disjoint from the training clips).
     surprise_pairs: impossible/possible twin pairs per violation type.
+    object_scale: SyntheticWorld's object size factor, the same for every model (a recipe's own is overridden).
     folder: a VideoFolder root with one sub-folder per class: models train on its training files and the
         probes predict the sub-folder label (task "label"); its held-out files are split in two for
         validation and test; no surprise (it needs twins).
@@ -100,6 +101,7 @@ class DataSpec:
     max_objects: int = 3
     gravity_prob: float = 0.3
     reverse_prob: float = 0.5
+    object_scale: float = 1.0
     seed: int = 0
     probe_seed: int = 1
     probe_train: int = 256
@@ -229,8 +231,9 @@ def train_step_flops(model, batch: dict) -> int:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """Run a block with `threads` intra-op threads (None: unchanged). Probes are many tiny ops, which
-    extra threads only slow down, badly so on a busy CPU."""
+    """Run a block with `threads` intra-op threads (None: unchanged). A linear probe's tiny ops gain
+    nothing from threads, an attentive probe over many tokens gains ~1.8x from 2 (on a busy CPU, 1 can
+    be faster: `--probe_threads 1`)."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -256,7 +259,7 @@ class Study:
     def __init__(self, models: list[ModelSpec], baselines: list[Baseline], data: DataSpec, probe: ProbeSpec,
                  budget_flops: float | None, output: Path, tasks: dict[str, list[str]] | None = None,
                  extract_batch_size: int = 64, bf16: bool = True, device: str = "cpu", progress: bool = True,
-                 probe_threads: int | None = 1):
+                 probe_threads: int | None = None):
         self.models, self.baselines, self.data, self.probe = models, baselines, data, probe
         self.budget_flops, self.output = budget_flops, Path(output)
         self.families = tasks or ({"label": ["label"]} if data.folder else FAMILIES)
@@ -285,7 +288,8 @@ class Study:
                 "val_fraction": d.folder_val_fraction}}
         return {"class_path": "SyntheticWorld", "init_args": {
             "frames": frames, "size": list(d.size), "batch_size": d.batch_size, "max_objects": d.max_objects,
-            "gravity_prob": d.gravity_prob, "reverse_prob": d.reverse_prob, "seed": d.seed, "val_size": 16,
+            "gravity_prob": d.gravity_prob, "reverse_prob": d.reverse_prob, "object_scale": d.object_scale,
+            "seed": d.seed, "val_size": 16,
             "test_size": 16, "train_size": 1_000_000}}
 
     def probe_clips(self, split: str) -> list[dict]:
@@ -300,7 +304,8 @@ class Study:
                 world = SyntheticWorld(frames=d.frames, size=tuple(d.size), batch_size=self.extract_batch_size,
                                        train_size=d.probe_train, val_size=d.probe_val, test_size=d.probe_test,
                                        max_objects=d.max_objects, gravity_prob=d.gravity_prob,
-                                       reverse_prob=d.reverse_prob, seed=d.probe_seed)
+                                       reverse_prob=d.reverse_prob, object_scale=d.object_scale,
+                                       seed=d.probe_seed)
                 for name in ("train", "val", "test"):
                     loader = torch.utils.data.DataLoader(world.splits[name], batch_size=self.extract_batch_size,
                                                          collate_fn=collate)
@@ -337,7 +342,7 @@ class Study:
         for i in range(d.surprise_pairs):
             seed = [d.probe_seed, 99, code, i]
             kwargs = dict(frames=d.frames, height=d.size[0], width=d.size[1], max_objects=d.max_objects,
-                          gravity_prob=d.gravity_prob, reverse_prob=0.0)
+                          gravity_prob=d.gravity_prob, reverse_prob=0.0, object_scale=d.object_scale)
             impossible.append(render(np.random.default_rng(seed), violation=violation, **kwargs)["video"])
             possible.append(render(np.random.default_rng(seed), violation="none",
                                    collision_course=violation == "pass_through", **kwargs)["video"])
@@ -619,7 +624,8 @@ def report_markdown(results: dict) -> str:
         lines += ["", f"Feature search for {name} (mean validation accuracy, linear probe): "
                   + ", ".join(f"depth {g['depth']} t={g['timestep']}: {g['val_accuracy']:.3f}" for g in search["grid"])
                   + f"; chosen depth {search['chosen']['depth']}, t={search['chosen']['timestep']}; "
-                  f"`{name}@default` uses depth {search['default']['depth']}, t={search['default']['timestep']}."]
+                  f"`{name}@default` uses depth {search['default']['depth'] or 'all (the last block)'}, "
+                  f"t={search['default']['timestep']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -731,8 +737,8 @@ def parser():
     p.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     p.add_argument("--threads", type=int | None, default=None,
                    help="torch intra-op threads for training, features and surprise (default: torch's choice)")
-    p.add_argument("--probe_threads", type=int | None, default=1,
-                   help="threads while training probes (tiny ops: 1 is fastest on a CPU)")
+    p.add_argument("--probe_threads", type=int | None, default=None,
+                   help="threads while training probes (default: torch's choice)")
     return p
 
 

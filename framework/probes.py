@@ -176,8 +176,8 @@ class AttentiveProbe(nn.Module):
     """Learned-query cross-attention pooling over all tokens, then a linear classifier (V-JEPA style),
     one independent query and head per task.
 
-    Each task t has `heads` learned queries; head h attends over channel slice h of the layer-normed
-    tokens (a key projection would fold into the free query, a value projection into the linear head).
+    Each task t has `heads` learned queries; head h attends over channel slice h of the tokens, which
+    `probe_inputs` layer-norms once (without affine parameters), not at every training step (a key projection would fold into the free query, a value projection into the linear head).
     With zero queries the probe pools uniformly, i.e. it is a linear probe on mean-pooled (normed) tokens;
     training moves the queries to where the label is. Tasks share no parameters, so training them
     together on the sum of their losses trains each exactly as if alone.
@@ -195,9 +195,9 @@ class AttentiveProbe(nn.Module):
         self.classifier = TaskHeads(dim, classes)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, L, D) -> one pooled vector per task (B, T, D)."""
+        """layer-normed tokens (B, L, D) -> one pooled vector per task (B, T, D)."""
         B, L, D = tokens.shape
-        x = nn.functional.layer_norm(tokens.float(), (D,)).view(B, L, self.heads, D // self.heads)  # (B, L, H, d)
+        x = tokens.float().view(B, L, self.heads, D // self.heads)  # (B, L, H, d)
         logits = torch.einsum("blhd,thd->bthl", x, self.queries) / (D // self.heads) ** 0.5  # (B, T, H, L)
         weights = logits.softmax(dim=-1)  # (B, T, H, L): attention over all tokens
         return torch.einsum("bthl,blhd->bthd", weights, x).reshape(B, -1, D)  # (B, T, D)
@@ -233,15 +233,15 @@ class ProbeInputs:
 
 
 def probe_inputs(kind: str, train: FeatureSet, *others: FeatureSet) -> list[ProbeInputs]:
-    """Inputs of probe `kind` for the training set and any other sets (standardised with the training
-    set's statistics for the linear probe)."""
+    """Inputs of probe `kind` for the training set and any other sets: layer-normed tokens for the
+    attentive probe; for the linear probe pooled features standardised with the training set's statistics."""
     if kind not in PROBES:
         raise ValueError(f"unknown probe {kind!r}; probes: {', '.join(PROBES)}")
     sets = (train, *others)
     if kind == "attentive":
         if any(s.tokens is None for s in sets):
             raise ValueError("the attentive probe needs tokens: extract features with keep_tokens=True")
-        return [ProbeInputs(s.tokens, s.labels) for s in sets]
+        return [ProbeInputs(nn.functional.layer_norm(s.tokens.float(), s.tokens.shape[-1:]), s.labels) for s in sets]
     mean, std = train.pooled.float().mean(0), train.pooled.float().std(0).clamp_min(1e-6)
     return [ProbeInputs((s.pooled.float() - mean) / std, s.labels) for s in sets]
 
