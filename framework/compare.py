@@ -16,7 +16,7 @@ checkpoint) and every baseline (raw pixels, a random-init network):
 It writes report.md, results.json and plots (compare-*.png) atomically under the output directory.
 
     patchworld compare --config recipes/compare-tiny.yaml
-    patchworld compare --config recipes/compare-tiny.yaml --output runs/my-study --seeds 5
+    patchworld compare --config recipes/compare-tiny.yaml --output runs/my-study --probe.seeds 5
 """
 from __future__ import annotations
 
@@ -318,7 +318,7 @@ class Study:
         starts in the middle of its video, so every model sees the same clips."""
         from torch.utils.data import DataLoader
 
-        from .data.video_folder import VideoClips, VideoFolder, collate as folder_collate
+        from .data.video_folder import VideoFolder, collate as folder_collate
 
         d = self.data
         folder = VideoFolder(d.folder, frames=d.frames, size=tuple(d.size), val_fraction=d.folder_val_fraction)
@@ -329,9 +329,7 @@ class Study:
                             f"separate validation and test files at folder_val_fraction={d.folder_val_fraction}; "
                             "add videos or raise data.folder_val_fraction")
         splits = {"train": train, "val": held[0::2], "test": held[1::2]}
-        return {name: list(DataLoader(VideoClips(videos, folder.root, folder.classes, d.frames, tuple(d.size), None,
-                                                 random_start=False),
-                                      batch_size=self.extract_batch_size, collate_fn=folder_collate))
+        return {name: list(DataLoader(folder.clips(videos), batch_size=self.extract_batch_size, collate_fn=folder_collate))
                 for name, videos in splits.items()}
 
     def surprise_pairs(self, violation: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,7 +177,8 @@ class AttentiveProbe(nn.Module):
     one independent query and head per task.
 
     Each task t has `heads` learned queries; head h attends over channel slice h of the tokens, which
-    `probe_inputs` layer-norms once (without affine parameters), not at every training step (a key projection would fold into the free query, a value projection into the linear head).
+    `probe_inputs` layer-norms once (without affine parameters) rather than at every training step. A key
+    projection would fold into the free query, a value projection into the linear head.
     With zero queries the probe pools uniformly, i.e. it is a linear probe on mean-pooled (normed) tokens;
     training moves the queries to where the label is. Tasks share no parameters, so training them
     together on the sum of their losses trains each exactly as if alone.

@@ -107,9 +107,13 @@ class VideoFolder(pl.LightningDataModule):
         videos = scan_folder(self.root)
         held_out = [v for v in videos if _stable_fraction(v.path.relative_to(self.root)) < self.val_fraction]
         train = [v for v in videos if v not in held_out] or videos
-        make = lambda items, random_start: VideoClips(  # noqa: E731
-            items, self.root, self.classes, self.frames, self.size, self.fps, random_start)
-        self.splits = {"train": make(train, True), "val": make(held_out or videos, False), "all": make(videos, False)}
+        self.splits = {"train": self.clips(train, random_start=True), "val": self.clips(held_out or videos),
+                       "all": self.clips(videos)}
+
+    def clips(self, videos: list[VideoInfo], random_start: bool = False) -> VideoClips:
+        """A dataset of clips from `videos` with this folder's frames, size, fps and classes (each clip from a
+        random start, or from the middle of its video)."""
+        return VideoClips(videos, self.root, self.classes, self.frames, self.size, self.fps, random_start)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
