@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from patchworld import WorldModel
-from patchworld.compare import FAMILIES, PixelFeatures, fit_frames, torch_threads, train_step_flops
+from patchworld.compare import FAMILIES, PixelFeatures, fit_frames, torch_threads
+from patchworld.cost import train_step_flops
 from patchworld.probes import (FeatureSet, auroc, extract_features, probe_accuracy, probe_inputs, probe_sweep,
                                select_by_validation, train_probe)
 from patchworld_plugins.pixels import Pixels

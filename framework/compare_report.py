@@ -1,0 +1,175 @@
+"""The outputs of `patchworld compare`: report.md, results.json and the compare-*.png plots, each written
+atomically, from the results dictionary a study returns."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from .data.video_io import atomic_path
+from .probes import PROBES
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _si(value) -> str:
+    if value is None:
+        return "—"
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _rows(results: dict) -> list[tuple[str, dict, dict]]:
+    """(row name, per-probe family summary, the model's entry) for every model, plus `name@default` rows for
+    searched feature sources."""
+    rows = []
+    for name, entry in results["models"].items():
+        rows.append((name, entry["families"], entry))
+        if "families_default" in entry:
+            rows.append((f"{name}@default", entry["families_default"], entry))
+    return rows
+
+
+def report_markdown(results: dict) -> str:
+    """The report: accuracy per family and task (largest label fraction), accuracy vs label fraction,
+    surprise AUROC per violation, cost."""
+    families = results["families"]
+    tasks = [t for ts in families.values() for t in ts]
+    top = max(results["fractions"], key=float)
+    lines = [f"# patchworld compare — {results['name']}", "",
+             f"{len(results['models'])} feature sources; probes: attentive (learned-query cross-attention over all "
+             f"tokens) and linear (mean-pooled); lr x weight decay sweep {results['sweep']}, chosen on validation; "
+             f"test accuracy mean ± std over {results['seeds']} seeds. Wall time {results['wall_time_s'] / 60:.1f} min.", ""]
+    for kind in PROBES:
+        lines += [f"## {kind.capitalize()} probe, {float(top):.0%} of the labels", "",
+                  "| model | " + " | ".join(families) + " | " + " | ".join(tasks) + " |",
+                  "|---" * (1 + len(families) + len(tasks)) + "|"]
+        for name, summary, entry in _rows(results):
+            probes = entry["probes_default"] if name.endswith("@default") else entry["probes"]
+            cells = [_fmt(summary[kind][top][f]) for f in families]
+            cells += [f"{probes[kind][top][t]['mean']:.3f} ± {probes[kind][top][t]['std']:.3f}" for t in tasks]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        first = next(iter(results["models"].values()))["probes"][kind][top]
+        lines += ["| chance | " + " | ".join("" for _ in families) + " | "
+                  + " | ".join(f"{first[t]['chance']:.3f}" for t in tasks) + " |", ""]
+    lines += ["## Mean accuracy over all tasks vs label fraction", "",
+              "| model | probe | " + " | ".join(f"{float(f):.0%}" for f in results["fractions"]) + " |",
+              "|---" * (2 + len(results["fractions"])) + "|"]
+    for name, summary, _ in _rows(results):
+        for kind in PROBES:
+            cells = [_fmt(statistics.fmean(summary[kind][f][fam] for fam in families)) for f in results["fractions"]]
+            lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+    violations = results["violations"]
+    lines += ["", "## Surprise: AUROC of each model's own surprise (impossible vs possible twin)", "",
+              "| model | " + " | ".join(violations) + " |", "|---" * (1 + len(violations)) + "|"]
+    for name, entry in results["models"].items():
+        if entry["surprise"]:
+            lines.append(f"| {name} | " + " | ".join(_fmt(entry["surprise"][v]["auroc"]) for v in violations) + " |")
+    lines += ["", "## Cost", "",
+              "| model | source | parameters | FLOPs/step | steps | training FLOPs | wall time (s) | peak memory (MB) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, entry in results["models"].items():
+        c = entry["cost"]
+        lines.append(f"| {name} | {c['source']} | {_si(c['parameters'])} | {_si(c['flops_per_step'])} | {c['steps']} | "
+                     f"{_si(c['train_flops'])} | {_fmt(c['wall_time_s'], '.1f')} | {_fmt(c['peak_memory_mb'], '.0f')} |")
+    searched = {n: e["feature_search"] for n, e in results["models"].items() if "feature_search" in e}
+    for name, search in searched.items():
+        lines += ["", f"Feature search for {name} (mean validation accuracy, linear probe): "
+                  + ", ".join(f"depth {g['depth']} t={g['timestep']}: {g['val_accuracy']:.3f}" for g in search["grid"])
+                  + f"; chosen depth {search['chosen']['depth']}, t={search['chosen']['timestep']}; "
+                  f"`{name}@default` uses depth {search['default']['depth'] or 'all (the last block)'}, "
+                  f"t={search['default']['timestep']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(results: dict, directory: Path) -> list[Path]:
+    """compare-families.png, compare-fractions.png, compare-surprise.png, compare-cost.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(results["families"])
+    rows = _rows(results)
+    top = max(results["fractions"], key=float)
+    written = []
+
+    def save(fig, name: str) -> None:
+        path = directory / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+        plt.close(fig)
+        written.append(path)
+
+    width = 0.8 / max(1, len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, kind in zip(axes, PROBES):
+        for i, (name, summary, _) in enumerate(rows):
+            ax.bar(np.arange(len(families)) + i * width, [summary[kind][top][f] for f in families], width, label=name)
+        ax.set_xticks(np.arange(len(families)) + width * (len(rows) - 1) / 2, families)
+        ax.set_title(f"{kind} probe, {float(top):.0%} labels")
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("mean test accuracy")
+    axes[1].legend(fontsize=7, loc="lower right")
+    save(fig, "compare-families.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    fractions = [float(f) for f in results["fractions"]]
+    for ax, kind in zip(axes, PROBES):
+        for name, summary, _ in rows:
+            ax.plot(fractions, [statistics.fmean(summary[kind][f][fam] for fam in families) for f in results["fractions"]],
+                    marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+        ax.set_xlabel("label fraction")
+        ax.set_title(f"{kind} probe: mean over tasks")
+    axes[0].set_ylabel("mean test accuracy")
+    axes[1].legend(fontsize=7)
+    save(fig, "compare-fractions.png")
+
+    violations = results["violations"]
+    scored = [(n, e["surprise"]) for n, e in results["models"].items() if e["surprise"]]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(1, len(scored))
+    for i, (name, surprise) in enumerate(scored):
+        ax.bar(np.arange(len(violations)) + i * width, [surprise[v]["auroc"] for v in violations], width, label=name)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(np.arange(len(violations)) + width * (len(scored) - 1) / 2, violations)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (0.5 = chance)")
+    ax.set_title("impossible-event detection with each model's own surprise")
+    if scored:
+        ax.legend(fontsize=7)
+    save(fig, "compare-surprise.png")
+
+    names = list(results["models"])
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+    for ax, (key, label) in zip(axes, (("parameters", "parameters"), ("train_flops", "training FLOPs"),
+                                        ("wall_time_s", "training wall time (s)"), ("peak_memory_mb", "peak memory (MB)"))):
+        values = [results["models"][n]["cost"].get(key) or 0 for n in names]
+        ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+    save(fig, "compare-cost.png")
+    return written
+
+
+def write_outputs(results: dict, directory: Path) -> list[Path]:
+    """report.md, results.json and the plots, each written atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    with atomic_path(directory / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1, default=str))
+    written.append(directory / "results.json")
+    written += write_plots(results, directory)
+    with atomic_path(directory / "report.md") as tmp:
+        tmp.write_text(report_markdown(results))
+    written.append(directory / "report.md")
+    return written
+
