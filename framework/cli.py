@@ -5,30 +5,104 @@
   interpolation in recipes, and RECIPE either a path or the name of a shipped recipe.
 * ``patchworld plugins`` — every component by kind, with the plugin it came from.
 * ``patchworld recipes`` — the shipped recipes (and those plugins ship).
+
+With ``--ckpt_path`` the recipe and the command line define the model and the checkpoint only its weights
+(a checkpoint that does not fit is refused, naming the first difference); ``--ckpt_path last`` is the newest
+``last.ckpt`` under ``trainer.default_root_dir``. Every failure ends in one line ``patchworld: error: ...``;
+``--debug`` (or ``PATCHWORLD_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+import shutil
 import sys
+import time
+import typing
 import warnings
 from pathlib import Path
 
+import yaml
+from jsonargparse import ArgumentParser
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from jsonargparse._typehints import ActionTypeHint
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from .checkpoints import check_fits, find_last, load_checkpoint
 from .errors import PatchworldError
 from .model import WorldModel
 from .plugins import KINDS, Registry, load_plugins
+from .precision import trainer_precision
+
+# Lightning's advice about loggers is noise before every command's output
+warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
 
 #: recipe key -> component kind, for error messages that list the valid names
 _COMPONENT_KEYS = {f"model.{kind}": kind for kind in KINDS if kind != "datamodule"} | {"data": "datamodule"}
 
 
-class PatchworldParser(LightningArgumentParser):
-    """Lightning's parser, with errors that list the valid component names."""
+class OneLineErrors:
+    """Parser mixin: no abbreviated options, and a parse error is a `PatchworldError` (one line, no usage)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False  # `--trainer.max_step 1` must not silently mean max_steps
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        return super().error(explain_parse_error(message, load_plugins()), ex)
+        if not self.exit_on_error:  # an inner parser: the outer one reports the whole problem
+            return super().error(message, ex)
+        unrecognized = re.match(r"unrecognized arguments: (--[\w.]+)", message)
+        if unrecognized:
+            options = [o for action in self._actions for o in action.option_strings]
+            close = difflib.get_close_matches(unrecognized.group(1), options, n=1)
+            message += f" (did you mean {close[0]}?)" if close else ""
+        raise PatchworldError(explain_parse_error(message, load_plugins()))  # folded by `describe`
+
+
+class PatchworldParser(OneLineErrors, LightningArgumentParser):
+    """Lightning's parser, with one-line errors that list the valid component names."""
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """The parser of patchworld's other commands (export, adherence, compare, plugin commands)."""
+
+
+_BOILERPLATE = ("Parser key", "Given value", "Subtypes", "Errors", "Does not validate", "Problem with given class_path",
+                "Expected a <class 'NoneType'>")
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's nested explanation folded to one line: the component and key path, then the innermost
+    reason (the value given and what was expected, or e.g. the missing argument)."""
+    text = message.strip()
+    if "\n" not in text:
+        return text
+    lines = [(len(line) - len(line.lstrip(" -")), line.strip(" -")) for line in text.splitlines() if line.strip(" -")]
+    keys = ".".join(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', text)))
+    components = re.findall(r"class_path '(?:[\w.]+\.)?(\w+)'", text)
+    reasons = [(depth, line) for depth, line in lines if not line.startswith(_BOILERPLATE)]
+    if not reasons:
+        return lines[0][1]
+    deepest = max(depth for depth, _ in reasons)
+    inner = [line for depth, line in reasons if depth == deepest]
+
+    def innermost(label: str) -> str | None:
+        found = [(depth, line.split(":", 1)[1].strip()) for depth, line in lines if line.startswith(label + ":")]
+        return max(found)[1] if found else None
+
+    if all(line.startswith("Expected") for line in inner) and innermost("Subtypes"):
+        reason = f"expected one of {innermost('Subtypes')}, got {innermost('Given value')}"
+    else:
+        reason = inner[0]
+    reason = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", reason)
+    reason = re.sub(r"^Expected a (.+?)\. Got value: (.*)$", r"expected \1, got \2", reason)
+    where = f"{components[-1]} ({keys})" if components and keys else components[-1] if components else keys
+    return f"{where}: {reason}" if where else reason
 
 
 def explain_parse_error(message: str, registry: Registry) -> str:
@@ -41,11 +115,12 @@ def explain_parse_error(message: str, registry: Registry) -> str:
         if bad_option:
             component = bad_option.group(1).rsplit(".", 1)[-1]
             return (f"{kind} {component} (at {key}) has no parameter {bad_option.group(2)!r}; "
-                    f"`patchworld fit --{key}.help {component}` lists its parameters\n{message}")
+                    f"`patchworld fit --{key}.help {component}` lists its parameters")
         unknown = re.search(r"Expected a dot import path string: (\S+)", message)
         if unknown:
-            return f"unknown {kind} {unknown.group(1)!r} at {key}; available {kind}s: {names}\n{message}"
-        return f"invalid {kind} at {key} (available {kind}s: {names})\n{message}"
+            return f"unknown {kind} {unknown.group(1)!r} at {key}; available {kind}s: {names}"
+        if "Does not validate against any of the Union subtypes" in message and "class_path" not in message:
+            return f"invalid {kind} at {key} (available {kind}s: {names})"
     return message
 
 
@@ -65,16 +140,89 @@ class PatchworldCLI(LightningCLI):
             run=run,
         )
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        kwargs.setdefault("parser_mode", "omegaconf")  # also for the subcommand parsers
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # patchworld's batch samplers split every global batch between ranks themselves (and resume exactly),
+        # so Lightning must not swap in its DistributedSampler.
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
+        integers_first(parser)
+
+    def before_instantiate_classes(self) -> None:
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        trainer.precision = trainer_precision(trainer.precision, trainer.accelerator)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would replace the recipe's (and the command line's) model with the checkpoint's saved
+        hyper-parameters here; in patchworld the recipe defines the model and the checkpoint its weights."""
+
     def instantiate_trainer(self, **kwargs):
-        """Lightning's trainer, with the checkpoint callback also keeping `checkpoints/last.ckpt`."""
+        """Lightning's trainer; its default checkpoint callback also keeps `checkpoints/last.ckpt` and saves
+        one when training is interrupted (Ctrl-C, SIGTERM, an error), so a run can always be resumed."""
         trainer = super().instantiate_trainer(**kwargs)
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.save_last is None:
-            trainer.checkpoint_callback.save_last = True
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.save_last is None:  # not configured by the recipe
+            callback.save_last, callback.save_on_exception = True, True
         return trainer
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        """Resolve ``--ckpt_path last``, read the checkpoint safely and refuse one that does not fit."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        path = kwargs.get("ckpt_path")
+        if path:
+            path = find_last(self.trainer.default_root_dir) if path == "last" else Path(path)
+            recipes = self.config[subcommand].get("config") or []
+            check_fits(self.model, load_checkpoint(path), path, str(recipes[-1]) if recipes else None)
+            kwargs["ckpt_path"], kwargs["weights_only"] = str(path), True
+        return kwargs
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        run = Path(self.trainer.log_dir) if self.trainer.log_dir else None
+        fresh = [p for p in (run, *run.parents) if not p.exists()] if run else []  # folders this command makes
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # Lightning's answer to Ctrl-C and SIGTERM, after its checkpoint callback saved
+            trainer = self.trainer
+            if subcommand == "fit" and trainer.interrupted:
+                last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+                resume = f"; resume with --ckpt_path {last}" if last else "; no checkpoint was saved"
+                print(f"patchworld: interrupted at step {trainer.global_step}{resume}", file=sys.stderr)
+                raise SystemExit(130) from None
+            discard_empty_run(fresh)
+            raise
+        except BaseException:
+            discard_empty_run(fresh)
+            raise
+        trainer = self.trainer
+        if subcommand == "fit" and 0 < trainer.max_steps and trainer.global_step < trainer.max_steps:
+            print(f"patchworld: training ended at step {trainer.global_step} of the {trainer.max_steps} planned "
+                  f"(max_time or max_epochs came first)", file=sys.stderr)
+
+
+def integers_first(parser: ArgumentParser) -> None:
+    """Lightning types batch limits as ``float | int``, so ``--trainer.limit_val_batches 1`` would become 1.0
+    (100% of the batches); put ``int`` first so whole numbers count batches and decimals are fractions."""
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None) if isinstance(action, ActionTypeHint) else None
+        args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else ()
+        if float in args and int in args and args.index(float) < args.index(int):
+            action._typehint = typing.Union[tuple([int] + [a for a in args if a is not int])]
+
+
+def discard_empty_run(fresh: list[Path]) -> None:
+    """After a failed command, remove the folders it made (`fresh`, innermost first) if they hold nothing but
+    the run's saved configuration."""
+    if fresh and fresh[-1].is_dir():
+        files = [p for p in fresh[-1].rglob("*") if p.is_file()]
+        if all(p.name in ("config.yaml", "hparams.yaml", "metrics.csv") for p in files):
+            shutil.rmtree(fresh[-1], ignore_errors=True)
 
 
 def resolve_recipe_args(argv: list[str], registry: Registry) -> list[str]:
-    """Let ``--config NAME`` name a shipped recipe when NAME is not an existing file."""
+    """Let ``--config NAME`` name a shipped recipe when NAME is not an existing file; ``--config PLUGIN:NAME``
+    names that plugin's recipe (how a plugin recipe whose name clashes with another one is reached)."""
     resolved = list(argv)
     recipes = registry.recipes()
     for i, arg in enumerate(resolved):
@@ -85,16 +233,43 @@ def resolve_recipe_args(argv: list[str], registry: Registry) -> list[str]:
         else:
             continue
         if Path(value).exists():
+            check_recipe_file(Path(value))
             continue
-        name = Path(value).name.removesuffix(".yaml")
-        if name not in recipes:
+        found = registry.find_recipe(Path(value).name)  # NAME, or PLUGIN:NAME for a plugin's recipe
+        if found is None:
             raise PatchworldError(f"recipe {value!r} not found; shipped recipes: {', '.join(sorted(recipes))}")
-        path = str(recipes[name][0])
+        path = str(found[0])
         if arg.startswith("--config="):
             resolved[i] = f"--config={path}"
         else:
             resolved[i + 1] = path
     return resolved
+
+
+def check_recipe_file(path: Path) -> None:
+    """A recipe file is a readable, non-empty YAML mapping; the error names the file (and line)."""
+    if not path.is_file():
+        raise PatchworldError(f"recipe {str(path)!r} is not a file")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise PatchworldError(f"recipe {str(path)!r} is not a text (YAML) file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PatchworldError(f"recipe {str(path)!r} is not valid YAML{where}: {problem}") from None
+    if content is None:
+        raise PatchworldError(f"recipe {str(path)!r} is empty; a recipe sets trainer, model and data "
+                              f"(see `patchworld recipes` for examples)")
+    if not isinstance(content, dict):
+        raise PatchworldError(f"recipe {str(path)!r} must be a mapping of keys (trainer, model, data, ...), "
+                              f"not a {type(content).__name__}")
+    try:  # interpolations resolve within each recipe file, as the parser will resolve them
+        OmegaConf.to_container(OmegaConf.create(content), resolve=True)
+    except OmegaConfBaseException as error:
+        key = f" at {error.full_key}" if getattr(error, "full_key", None) else ""
+        raise PatchworldError(f"recipe {str(path)!r}{key}: {str(error).splitlines()[0]}") from None
 
 
 def show_plugins(registry: Registry, argv: list[str]) -> int:
@@ -107,14 +282,18 @@ def show_plugins(registry: Registry, argv: list[str]) -> int:
             print(f"  {name:<18} [{plugin}] {summary}")
     show_commands(registry)
     for plugin, problem in registry.failures.items():
-        print(f"broken plugin {plugin!r}: {problem}")
+        print(f"broken plugin {plugin!r} (none of it is used): {problem}")
+    for plugin, reason in registry.disabled.items():
+        print(f"disabled plugin {plugin!r}: {reason}")
     return 0
 
 
 def show_recipes(registry: Registry, argv: list[str]) -> int:
     """Print the recipes shipped by patchworld and by plugins."""
+    notes = registry.recipe_notes()  # name clashes: the shipped recipe keeps the name, a plugin's is PLUGIN:NAME
     for name, (path, plugin) in sorted(registry.recipes().items()):
-        print(f"  {name:<22} [{plugin}] {path}")
+        note = f"  ({notes[name]})" if name in notes else ""
+        print(f"  {name:<22} [{plugin}] {path}{note}")
     return 0
 
 
@@ -145,22 +324,71 @@ def show_usage(registry: Registry) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    return guarded(run_command, sys.argv[1:] if argv is None else list(argv))
+
+
+def guarded(command, argv: list[str]) -> int:
+    """Run `command(argv)`; any failure becomes one line ``patchworld: error: ...`` on stderr (exit 2 for the
+    user's input, 1 otherwise), or its traceback with ``--debug`` / ``PATCHWORLD_DEBUG=1``."""
+    debug = "--debug" in argv or os.environ.get("PATCHWORLD_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
-        registry = load_plugins()
-        if not argv or argv[0] in ("-h", "--help"):
-            return show_usage(registry)
-        if argv[0] in COMMANDS:
-            return COMMANDS[argv[0]](registry, argv[1:])
-        if argv[0] in registry.commands:
-            return registry.commands[argv[0]][0](argv[1:])
-        with warnings.catch_warnings():  # we pass args on purpose, after resolving recipe names
-            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-            PatchworldCLI(args=resolve_recipe_args(argv, registry))
-    except PatchworldError as error:
-        print(f"patchworld: error: {error}", file=sys.stderr)
-        return 2
+        return command(argv)
+    except KeyboardInterrupt:
+        print("patchworld: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        print(f"patchworld: error: {describe(error)}", file=sys.stderr)
+        user_error = find_cause(error, PatchworldError) or getattr(find_cause(error, OSError), "filename", None)
+        return 2 if user_error else 1
+
+
+def run_command(argv: list[str]) -> int:
+    registry = load_plugins()
+    if not argv or argv[0] in ("-h", "--help"):
+        return show_usage(registry)
+    if argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](registry, argv[1:])
+    if argv[0] in registry.commands:
+        return registry.commands[argv[0]][0](argv[1:])
+    with warnings.catch_warnings():  # we pass args on purpose, after resolving recipe names
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        PatchworldCLI(args=resolve_recipe_args(argv, registry))
     return 0
+
+
+def find_cause(error: BaseException, kind: type) -> BaseException | None:
+    """`error` or the first exception of type `kind` it was raised from (components' errors arrive wrapped)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe(error: Exception) -> str:
+    """One line for a person: a patchworld error's own message, a file problem with its path, else the
+    innermost cause with the component (and recipe key) it came from."""
+    ours = find_cause(error, PatchworldError)
+    if ours is not None:
+        return one_line(str(ours))
+    os_error = find_cause(error, OSError)
+    if os_error is not None and os_error.filename:
+        return f"{os_error.filename}: {os_error.strerror or os_error}"
+    chain = [error]
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None and inner not in chain:
+        chain.append(inner)
+    root = chain[-1]
+    components = [m.group(1) for e in chain if (m := re.search(r"class_path '([^']+)'", str(e)))]
+    where = f"{components[-1].rsplit('.', 1)[-1]}: " if components else ""
+    key = f"{root.full_key}: " if getattr(root, "full_key", None) else ""  # omegaconf: the recipe key
+    text = str(root).strip().splitlines()
+    return (f"{where}{key}{type(root).__name__}: {text[0] if text else ''} "
+            f"(run again with --debug for the traceback)")
 
 
 if __name__ == "__main__":

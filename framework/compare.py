@@ -34,6 +34,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.synthetic import TASKS, VIOLATIONS, collate, render
+from .data.video_io import check_writable
+from .precision import autocast_bf16
+from .checkpoints import check_fits, load_checkpoint
 from .compare_report import write_outputs
 from .cost import PeakMemory, count_parameters, train_step_flops
 from .errors import ComponentError, DataError, PatchworldError
@@ -324,17 +327,18 @@ class Study:
         root = self.output / "models" / spec.name
         if spec.checkpoint:
             bar.set_postfix_str(f"{spec.name}: loading {spec.checkpoint}")
-            if not Path(spec.checkpoint).is_file():
-                raise PatchworldError(f"models[{spec.name}].checkpoint {spec.checkpoint!r} does not exist")
-            model = WorldModel.load_from_checkpoint(spec.checkpoint, map_location="cpu")
-            frames = fit_frames(model, self.data.frames, *self.data.size)
-            checkpoint = torch.load(spec.checkpoint, map_location="cpu", weights_only=False)
-            cli = None
+            checkpoint = load_checkpoint(spec.checkpoint, f"models[{spec.name}].checkpoint")
             steps = int(checkpoint.get("global_step", 0))
             flops = None
-            if spec.recipe:
+            if spec.recipe:  # the recipe defines the model, the checkpoint its weights
                 cli, _ = self.build(spec.recipe, spec.overrides, root)
+                model = cli.model
+                check_fits(model, checkpoint, spec.checkpoint, spec.recipe)
+                model.load_state_dict(checkpoint["state_dict"])
                 flops = train_step_flops(model, self.one_batch(cli))
+            else:  # the checkpoint's own saved recipe (read safely above, so nothing in it runs code)
+                model = WorldModel.load_from_checkpoint(spec.checkpoint, map_location="cpu", weights_only=True)
+            frames = fit_frames(model, self.data.frames, *self.data.size)
             cost = {"source": "checkpoint", "flops_per_step": flops, "steps": steps,
                     "train_flops": flops * steps if flops else None, "wall_time_s": None, "peak_memory_mb": None}
             return model.to(self.device), frames, cost | {"parameters": count_parameters(model)}
@@ -366,7 +370,7 @@ class Study:
     # ---- features, probes, surprise ---------------------------------------------------------------
     def features(self, model, frames: int) -> dict[str, FeatureSet]:
         """Features of the three probe splits (float16 tokens kept for the attentive probe)."""
-        dtype = torch.bfloat16 if self.bf16 else None
+        dtype = torch.bfloat16 if autocast_bf16(self.bf16, self.device) else None
         out = {}
         for split in ("train", "val", "test"):
             batches = ({**b, "video": b["video"][:, :, :frames]} for b in self.probe_clips(split))
@@ -490,9 +494,11 @@ class Study:
 
 # ---- the command ----------------------------------------------------------------------------------------------
 def parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    p = ArgumentParser(prog="patchworld compare", description=(__doc__ or "").split("\n\n")[0], default_env=False)
+    from .cli import CommandParser
+
+    p = CommandParser(prog="patchworld compare", description=(__doc__ or "").split("\n\n")[0], default_env=False)
     p.add_argument("--config", action=ActionConfigFile, help="a study config (e.g. recipes/compare-tiny.yaml)")
     p.add_argument("--name", type=str, default="study", help="the study's title in the report")
     p.add_argument("--output", type=str, default="runs/compare", help="where report.md, results.json and plots go")
@@ -528,6 +534,7 @@ def compare_command(argv: list[str]) -> int:
     init = p.instantiate_classes(cfg)
     if not init.models and not init.baselines:
         raise PatchworldError("compare: the config lists no models and no baselines (keys: models, baselines)")
+    check_writable(Path(init.output) / "report.md")  # now, not after an hour of training
     results = run_study(init, config)
     print(f"wrote {Path(init.output) / 'report.md'} ({results['wall_time_s'] / 60:.1f} min)")
     return 0

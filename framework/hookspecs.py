@@ -7,11 +7,15 @@ A plugin is an importable module (or package) named in the ``patchworld`` entry-
     my_plugin = "my_plugin"
 
 It implements any of the hooks below with ``@patchworld.hookimpl``. Every ``patchworld_register_*``
-hook returns a list; patchworld merges the lists of all plugins, refuses two components of the same kind
-with the same name (naming both plugins), and reports a plugin that fails to import or whose hook raises
-by name while the others keep working. A component's name is its class name, which is also the short
-name recipes use (``class_path: ViT``). The first-party components are registered through these same
-hooks by the ``patchworld_plugins`` package.
+hook returns a list; patchworld merges the lists of all plugins. A plugin that fails to import, whose hook
+raises, that implements a hook not defined here (a misspelt name), returns a class of the wrong kind, or
+registers a component or command name another plugin already has is skipped as a whole (the plugin
+merged second is the offender; the first-party plugin always keeps its names), reported by name with one
+warning and by ``patchworld plugins``, while the others keep working. A ``patchworld_*`` function without
+``@patchworld.hookimpl`` is ignored with a warning. A component's name is its class name, which is also
+the short name recipes use (``class_path: ViT``). The first-party components are registered through these
+same hooks by the ``patchworld_plugins`` package. ``PATCHWORLD_DISABLE_PLUGINS=name1,name2`` (entry-point
+names) stops plugins from being imported at all.
 """
 from __future__ import annotations
 
@@ -58,7 +62,9 @@ def patchworld_register_datamodules() -> list[type]:
 @hookspec
 def patchworld_register_recipe_dirs() -> list[str]:
     """Return folders holding ``*.yaml`` recipes; ``patchworld recipes`` lists them and
-    ``--config NAME`` finds a recipe by file name (with or without ``.yaml``)."""
+    ``--config NAME`` finds a recipe by file name (with or without ``.yaml``). A recipe whose name a
+    shipped (first-party) recipe already has is listed and reached as ``PLUGIN:NAME`` instead;
+    ``--config PLUGIN:NAME`` works for any plugin's recipe."""
 
 
 @hookspec

@@ -8,14 +8,17 @@ prediction writer.
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 
+from .guard import NonFiniteGuard
 from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 from .writer import DecoderWriter
 
@@ -48,6 +51,9 @@ class WorldModel(pl.LightningModule):
         warmup_steps: linear learning-rate warmup steps, then cosine decay to ``min_lr_ratio`` x lr.
         min_lr_ratio: final learning rate as a fraction of the peak.
         weight_decay_end: if set, weight decay follows a cosine from its initial value to this one.
+        max_bad_steps: steps whose loss or gradients are NaN/Inf that may be skipped (their update dropped)
+            before training stops; with 0 the first one stops training, one line naming the step
+            (`NonFiniteGuard`). Weights and checkpoints never become non-finite either way.
     """
 
     def __init__(
@@ -61,13 +67,17 @@ class WorldModel(pl.LightningModule):
         warmup_steps: int = 50,
         min_lr_ratio: float = 0.05,
         weight_decay_end: float | None = None,
+        max_bad_steps: int = 0,
     ):
         super().__init__()
         with warnings.catch_warnings():
             # From the CLI the saved hyper-parameters are the parsed recipe (so load_from_checkpoint rebuilds
-            # every part); built in Python they are the part objects themselves, which is fine.
+            # every part); built in Python they are the part objects themselves, which are not kept: a
+            # checkpoint holds plain data only, so it loads with weights_only=True (framework/checkpoints.py).
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             self.save_hyperparameters(logger=False)
+        for key in [k for k, v in self.hparams.items() if not isinstance(v, (dict, list, tuple, str, int, float, type(None)))]:
+            del self.hparams[key]
         self.tokenizer, self.conditioner, self.backbone = tokenizer, conditioner, backbone
         self.objective, self.decoder = objective, decoder
         for part in (tokenizer, conditioner, backbone, objective, decoder):
@@ -75,6 +85,11 @@ class WorldModel(pl.LightningModule):
                 part.bind(self)
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio, self.weight_decay_end = warmup_steps, min_lr_ratio, weight_decay_end
+        self.guard = NonFiniteGuard(max_bad_steps)
+        # the run seed every objective's draws are keyed on (patchworld.randomness): the recipe's
+        # seed_everything, which Lightning's CLI applies before it builds the model; kept in checkpoints
+        self.seed = torch.initial_seed()
+        self._rng_states_to_restore: dict | None = None
 
     # ---- steps: all delegated to the objective -------------------------------------------------
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -103,19 +118,55 @@ class WorldModel(pl.LightningModule):
             if start > 0:
                 group["weight_decay"] = self.weight_decay_end + (start - self.weight_decay_end) * cosine
 
-    def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
-        self.objective.on_train_batch_end(self, self.progress)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the objective's after-step update (e.g. V-JEPA's EMA target) belongs to the step itself: run here, it
+        # is in every checkpoint of this step (callbacks such as ModelCheckpoint save in on_train_batch_end,
+        # before the module's own on_train_batch_end), so a resumed run does not lose it
+        self.objective.on_train_batch_end(self, self.progress_at(self.global_step + 1))
 
     @property
     def progress(self) -> float:
         """Fraction of training done, in [0, 1] (0 when the length of training is unknown)."""
+        return self.progress_at(self.global_step)
+
+    def progress_at(self, step: int) -> float:
+        """The fraction of training done after `step` optimizer steps."""
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
-        return min(1.0, self.global_step / total) if math.isfinite(total) and total > 0 else 0.0
+        return min(1.0, step / total) if math.isfinite(total) and total > 0 else 0.0
 
     def _log(self, stage: str, values: dict[str, torch.Tensor], batch: dict) -> None:
         size = batch["video"].shape[0]
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", batch_size=size, sync_dist=stage != "train")
+
+    # ---- exact resume: the run seed and the global RNG states travel in the checkpoint -----------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the run seed and torch / numpy / python RNG states (for anything still drawn from them,
+        e.g. timm's DropPath), as tensors and plain values so a weights-only load accepts them."""
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        checkpoint["patchworld_randomness"] = {
+            "seed": self.seed,
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's run seed now (validation draws depend on it); the RNG states are put back
+        when training restarts (`on_train_start`, after Lightning's sanity check has used the RNGs)."""
+        saved = checkpoint.get("patchworld_randomness")
+        if saved is not None:
+            self.seed = int(saved["seed"])
+            self._rng_states_to_restore = saved
+
+    def on_train_start(self) -> None:
+        saved, self._rng_states_to_restore = self._rng_states_to_restore, None
+        if saved is not None:
+            torch.set_rng_state(saved["torch"])
+            name, keys, position, has_gauss, gauss = saved["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+            random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in saved["python"]))
 
     # ---- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -135,7 +186,7 @@ class WorldModel(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_callbacks(self):
-        callbacks = list(self.objective.callbacks())
+        callbacks = [self.guard, *self.objective.callbacks()]
         if self.decoder is not None:
             callbacks.append(DecoderWriter(self.decoder))
         return callbacks

@@ -1,7 +1,17 @@
-"""Loading plugins from the ``patchworld`` entry-point group and merging what they register."""
+"""Loading plugins from the ``patchworld`` entry-point group and merging what they register.
+
+Loading is safe: a plugin with a problem (it fails to import, a hook raises, it implements an unknown hook,
+returns the wrong kind of class, or registers a component or command name another plugin already has) is
+skipped as a whole, reported by name in `Registry.failures` and with one warning, and the others keep
+working. The first-party ``patchworld_plugins`` is merged first, so on a clash it always keeps its names.
+``PATCHWORLD_DISABLE_PLUGINS=name1,name2`` (entry-point names) stops plugins from being imported at all.
+"""
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
+import inspect
+import os
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,6 +26,8 @@ from .errors import ComponentError
 from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 
 ENTRY_POINT_GROUP = "patchworld"
+FIRST_PARTY = "patchworld_plugins"
+DISABLE_ENV = "PATCHWORLD_DISABLE_PLUGINS"
 RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes")
 
 #: kind -> (required base class, hook name)
@@ -28,15 +40,22 @@ KINDS: dict[str, tuple[type, str]] = {
     "datamodule": (LightningDataModule, "patchworld_register_datamodules"),
 }
 
+#: every hook a plugin may implement (the hookspecs)
+HOOK_NAMES = tuple(sorted(name for name in vars(hookspecs) if name.startswith(f"{ENTRY_POINT_GROUP}_")
+                          and hasattr(getattr(hookspecs, name), f"{ENTRY_POINT_GROUP}_spec")))
+
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins contribute."""
+    """Everything the loaded plugins contribute, and the plugins that contribute nothing and why."""
 
     components: dict[str, dict[str, tuple[type, str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     recipe_dirs: list[tuple[Path, str]] = field(default_factory=list)
     commands: dict[str, tuple[object, str]] = field(default_factory=dict)
+    #: plugin name -> why it was skipped (none of its contributions is used)
     failures: dict[str, str] = field(default_factory=dict)
+    #: plugin name -> why it was not imported (``PATCHWORLD_DISABLE_PLUGINS``)
+    disabled: dict[str, str] = field(default_factory=dict)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -52,13 +71,67 @@ class Registry:
                 f"unknown {kind} {name!r}; available {kind}s: {', '.join(self.names(kind)) or '(none)'}"
             ) from None
 
-    def recipes(self) -> dict[str, tuple[Path, str]]:
-        """recipe name (file stem) -> (path, plugin)."""
-        found: dict[str, tuple[Path, str]] = {}
-        for folder, plugin in self.recipe_dirs:
+    def _recipe_table(self) -> list[tuple[str, str, Path, str]]:
+        """(listed name, file stem, path, plugin) of every recipe, the first-party plugin's first."""
+        dirs = sorted(self.recipe_dirs, key=lambda item: item[1] != FIRST_PARTY)  # stable: otherwise load order
+        table, seen = [], set()
+        for folder, plugin in dirs:
             for path in sorted(folder.glob("*.yaml")):
-                found.setdefault(path.stem, (path, plugin))
+                key = path.stem if path.stem not in seen else f"{plugin}:{path.stem}"
+                seen.add(path.stem)
+                table.append((key, path.stem, path, plugin))
+        return table
+
+    def recipes(self) -> dict[str, tuple[Path, str]]:
+        """recipe name (file stem) -> (path, plugin).
+
+        Names never shadow each other silently: when two plugins ship a recipe of the same name, the
+        first-party one (else the one loaded first) keeps the plain name and the other is listed as
+        ``<plugin>:<name>`` (`recipe_notes` says so)."""
+        found: dict[str, tuple[Path, str]] = {}
+        for key, _, path, plugin in self._recipe_table():
+            found.setdefault(key, (path, plugin))
         return found
+
+    def recipe_notes(self) -> dict[str, str]:
+        """listed recipe name -> a note about a name clash (only the clashing recipes have one)."""
+        table = self._recipe_table()
+        owner = {key: plugin for key, stem, _, plugin in table if key == stem}
+        notes: dict[str, str] = {}
+        renamed: dict[str, list[str]] = {}
+        for key, stem, _, plugin in table:
+            if key != stem:
+                notes[key] = f"plugin {owner[stem]!r} has a recipe {stem!r} too; use --config {key}"
+                renamed.setdefault(stem, []).append(key)
+        for stem, keys in renamed.items():
+            notes[stem] = f"a plugin recipe of this name is listed as {', '.join(keys)}"
+        return notes
+
+    def find_recipe(self, name: str) -> tuple[Path, str] | None:
+        """The recipe ``NAME`` (as listed by `recipes`) or ``PLUGIN:NAME`` (that plugin's), else None."""
+        name = name.removesuffix(".yaml")
+        found = self.recipes()
+        if name in found:
+            return found[name]
+        plugin, _, stem = name.rpartition(":")
+        for _, recipe, path, owner in self._recipe_table():
+            if plugin and owner == plugin and recipe == stem:
+                return path, owner
+        return None
+
+
+@dataclass
+class _Contribution:
+    """What one plugin's hooks returned, merged only if all of it is sound."""
+
+    plugin: str
+    components: list[tuple[str, type]] = field(default_factory=list)
+    recipe_dirs: list[Path] = field(default_factory=list)
+    commands: dict[str, object] = field(default_factory=dict)
+
+
+class PluginProblem(ComponentError):
+    """A plugin that cannot be used; the message names what is wrong and how to fix it."""
 
 
 def _plugin_manager() -> pluggy.PluginManager:
@@ -67,60 +140,137 @@ def _plugin_manager() -> pluggy.PluginManager:
     return manager
 
 
-def build_registry(modules: dict[str, ModuleType | None], failures: dict[str, str] | None = None) -> Registry:
-    """Merge what the given plugin modules register. `modules` maps plugin name -> module."""
-    manager = _plugin_manager()
-    registry = Registry(failures=dict(failures or {}))
-    for name, module in modules.items():
-        manager.register(module, name=name)
-    for kind, (base, hook_name) in KINDS.items():
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            for cls in _call_hook(impl, hook_name, registry):
-                _add(registry, kind, base, cls, impl.plugin_name)
-    for impl in manager.hook.patchworld_register_recipe_dirs.get_hookimpls():
-        for folder in _call_hook(impl, "patchworld_register_recipe_dirs", registry):
-            registry.recipe_dirs.append((Path(folder), impl.plugin_name))
-    for impl in manager.hook.patchworld_register_commands.get_hookimpls():
-        for name, function in dict(_call_hook(impl, "patchworld_register_commands", registry, dict)).items():
-            if name in RESERVED_COMMANDS or name in registry.commands:
-                owner = registry.commands[name][1] if name in registry.commands else "patchworld"
-                raise ComponentError(f"command {name!r} is registered by two plugins: {owner!r} and {impl.plugin_name!r}")
-            registry.commands[name] = (function, impl.plugin_name)
+def build_registry(modules: dict[str, ModuleType | None], failures: dict[str, str] | None = None,
+                   disabled: dict[str, str] | None = None) -> Registry:
+    """Merge what the given plugin modules register. `modules` maps plugin name -> module.
+
+    Each plugin is checked on its own first (hook names, what its hooks return); a plugin with a problem,
+    or whose component or command names are already taken by a plugin merged before it, is skipped as a
+    whole and recorded in `Registry.failures`. The first-party plugin is merged first."""
+    registry = Registry(failures=dict(failures or {}), disabled=dict(disabled or {}))
+    for plugin in sorted(modules, key=lambda name: name != FIRST_PARTY):  # stable: otherwise the given order
+        if modules[plugin] is None:
+            continue
+        try:
+            _merge(registry, _collect(plugin, modules[plugin]))
+        except PluginProblem as problem:
+            _fail(registry, plugin, str(problem))
     return registry
 
 
-def _call_hook(impl, hook_name: str, registry: Registry, kind: type = list):
+def _fail(registry: Registry, plugin: str, message: str) -> None:
+    registry.failures[plugin] = message
+    warnings.warn(f"patchworld plugin {plugin!r} skipped: {message}", stacklevel=3)
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, HOOK_NAMES, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_hook_names(plugin: str, module: object, manager: pluggy.PluginManager) -> None:
+    """pytest's rule: an implementation of a hook with no spec is an error. A ``patchworld_*`` function
+    without the marker is registered by nobody, which is almost always a forgotten ``@hookimpl``: warn."""
+    for attr in dir(module):
+        try:
+            opts = manager.parse_hookimpl_opts(module, attr)
+        except Exception:  # an attribute that cannot even be read is not a hook
+            continue
+        if opts is not None:
+            hook = opts.get("specname") or attr
+            if hook not in HOOK_NAMES:
+                raise PluginProblem(f"{attr} implements unknown hook {hook!r}{_did_you_mean(hook)}; "
+                                    f"the hooks are: {', '.join(HOOK_NAMES)}")
+        elif attr.startswith(f"{ENTRY_POINT_GROUP}_") and inspect.isroutine(getattr(module, attr, None)):
+            what = "is not decorated" if attr in HOOK_NAMES else f"is not a hook{_did_you_mean(attr)} and is not decorated"
+            warnings.warn(f"patchworld plugin {plugin!r}: function {attr} {what} with @patchworld.hookimpl, "
+                          f"so patchworld ignores it", stacklevel=4)
+
+
+def _collect(plugin: str, module: object) -> _Contribution:
+    """Call one plugin's hooks and check what they return; a PluginProblem names the first problem."""
+    manager = _plugin_manager()
+    _check_hook_names(plugin, module, manager)
     try:
-        return kind(impl.function() or kind())
+        manager.register(module, name=plugin)
+    except pluggy.PluginValidationError as error:  # e.g. a hook taking arguments its spec does not have
+        raise PluginProblem(str(error)) from None
+    found = _Contribution(plugin)
+    for kind, (base, hook_name) in KINDS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            for cls in _call_hook(impl, hook_name, (list, tuple), "a list of classes"):
+                if not (isinstance(cls, type) and issubclass(cls, base)):
+                    raise PluginProblem(f"{hook_name} returned {cls!r} as a {kind}, but it is not a "
+                                        f"{base.__name__} subclass")
+                twin = next((c for k, c in found.components if k == kind and c.__name__ == cls.__name__), None)
+                if twin is not None and twin is not cls:
+                    raise PluginProblem(f"{kind} {cls.__name__!r} is registered twice by this plugin "
+                                        f"({twin.__module__} and {cls.__module__})")
+                found.components.append((kind, cls))
+    for impl in manager.hook.patchworld_register_recipe_dirs.get_hookimpls():
+        for folder in _call_hook(impl, "patchworld_register_recipe_dirs", (list, tuple), "a list of folders"):
+            found.recipe_dirs.append(Path(folder))
+    for impl in manager.hook.patchworld_register_commands.get_hookimpls():
+        found.commands.update(_call_hook(impl, "patchworld_register_commands", dict, "a dict {name: function}"))
+    return found
+
+
+def _call_hook(impl, hook_name: str, types: type | tuple[type, ...], what: str):
+    try:
+        result = impl.function()
     except Exception as error:  # a broken plugin must not take the others down
-        message = f"hook {hook_name} failed: {type(error).__name__}: {error}"
-        registry.failures[impl.plugin_name] = message
-        warnings.warn(f"patchworld plugin {impl.plugin_name!r} skipped: {message}", stacklevel=2)
-        return kind()
+        raise PluginProblem(f"hook {hook_name} failed: {type(error).__name__}: {error}") from None
+    if result is None:
+        return types[0]() if isinstance(types, tuple) else types()
+    if not isinstance(result, types):
+        raise PluginProblem(f"hook {hook_name} must return {what}, got {type(result).__name__}")
+    return result
 
 
-def _add(registry: Registry, kind: str, base: type, cls: type, plugin: str) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ComponentError(f"plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a {base.__name__} subclass")
-    name = cls.__name__
-    existing = registry.components[kind].get(name)
-    if existing is not None and existing[0] is not cls:
-        raise ComponentError(
-            f"{kind} {name!r} is registered by two plugins: {existing[1]!r} ({existing[0].__module__}) and "
-            f"{plugin!r} ({cls.__module__}); uninstall one or rename its class"
-        )
-    registry.components[kind][name] = (cls, plugin)
+def _merge(registry: Registry, found: _Contribution) -> None:
+    """Add one plugin's contributions, all or none: a name another plugin already has disables this one."""
+    plugin, clashes = found.plugin, []
+    for kind, cls in found.components:
+        existing = registry.components[kind].get(cls.__name__)
+        if existing is not None and existing[0] is not cls:
+            clashes.append(f"{kind} {cls.__name__!r} ({cls.__module__}) is already registered by plugin "
+                           f"{existing[1]!r} ({existing[0].__module__})")
+    for name in found.commands:
+        if name in RESERVED_COMMANDS:
+            clashes.append(f"command {name!r} is a built-in patchworld command")
+        elif name in registry.commands:
+            clashes.append(f"command {name!r} is already registered by plugin {registry.commands[name][1]!r}")
+    if clashes:
+        raise PluginProblem("; ".join(clashes) + f" — rename it in plugin {plugin!r}, uninstall one of the "
+                            f"plugins, or set {DISABLE_ENV}")
+    for kind, cls in found.components:
+        registry.components[kind].setdefault(cls.__name__, (cls, plugin))
+    registry.recipe_dirs.extend((folder, plugin) for folder in found.recipe_dirs)
+    registry.commands.update((name, (function, plugin)) for name, function in found.commands.items())
+
+
+def disabled_plugin_names() -> list[str]:
+    """The entry-point names in ``PATCHWORLD_DISABLE_PLUGINS`` (comma separated)."""
+    return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
 
 
 @lru_cache(maxsize=1)
 def load_plugins() -> Registry:
-    """Import every plugin in the ``patchworld`` entry-point group (once per process) and merge them."""
+    """Import every plugin in the ``patchworld`` entry-point group (once per process) and merge them;
+    plugins named in ``PATCHWORLD_DISABLE_PLUGINS`` are not imported."""
     modules: dict[str, ModuleType] = {}
     failures: dict[str, str] = {}
+    requested = disabled_plugin_names()
+    disabled: dict[str, str] = {}
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in requested:
+            disabled[entry_point.name] = f"disabled by {DISABLE_ENV} (not imported)"
+            continue
         try:
             modules[entry_point.name] = entry_point.load()
         except Exception as error:  # report by name, keep the rest working
             failures[entry_point.name] = f"import failed: {type(error).__name__}: {error}"
             warnings.warn(f"patchworld plugin {entry_point.name!r} could not be loaded: {error}", stacklevel=2)
-    return build_registry(modules, failures)
+    for name in requested:
+        disabled.setdefault(name, f"named in {DISABLE_ENV}, but no plugin of that name is installed")
+    return build_registry(modules, failures, disabled)

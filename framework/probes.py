@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -33,7 +34,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .errors import PatchworldError
+from .precision import autocast_bf16
+
 
 
 @dataclass
@@ -363,10 +365,12 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
     """(WorldModel, datamodule) from a recipe, as ``patchworld fit`` would build them.
 
     `recipe` is a path or a shipped recipe name; `overrides` are extra CLI arguments (e.g.
-    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt) the model's weights
+    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt, or ``"last"``: the
+    newest ``last.ckpt`` under the recipe's ``trainer.default_root_dir``) the model's weights
     are loaded from it, and a checkpoint trained with other settings is a `PatchworldError` naming the keys
     that differ; without one they keep their random initialisation, seeded by the recipe's ``seed_everything``.
     """
+    from .checkpoints import check_fits, find_last, load_checkpoint
     from .cli import PatchworldCLI, resolve_recipe_args
     from .plugins import load_plugins
 
@@ -374,14 +378,11 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
     cli = PatchworldCLI(args=args, run=False)
     model = cli.model
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise PatchworldError(f"checkpoint {str(checkpoint)!r} does not exist")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
-        missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
-        if missing or unexpected:
-            raise PatchworldError(
-                f"checkpoint {str(checkpoint)!r} does not fit recipe {str(recipe)!r}: missing {sorted(missing)[:4]}, "
-                f"unexpected {sorted(unexpected)[:4]}; give the recipe and overrides it was trained with")
+        if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs
+            checkpoint = find_last(cli.trainer.default_root_dir)
+        state = load_checkpoint(checkpoint)
+        check_fits(model, state, checkpoint, str(recipe))
+        model.load_state_dict(state["state_dict"])
     return model, cli.datamodule
 
 
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = ["--data.init_args.val_size", str(args.train_size), "--data.init_args.test_size", str(args.test_size)]
     model, data = load_world(args.config, args.ckpt, overrides)
     data.setup("fit")
-    dtype = torch.bfloat16 if args.bf16 else None
+    dtype = torch.bfloat16 if autocast_bf16(args.bf16) else None
     train = extract_features(model, data.val_dataloader(), keep_tokens=args.tokens, autocast_dtype=dtype)
     test = extract_features(model, data.test_dataloader(), keep_tokens=args.tokens, autocast_dtype=dtype)
     which = "random init" if args.ckpt is None else args.ckpt
@@ -411,4 +412,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import guarded
+
+    raise SystemExit(guarded(main, sys.argv[1:]))

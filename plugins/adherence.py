@@ -13,13 +13,15 @@ import json
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser
 from torch import nn
 from torch.nn import functional as F
 
 from patchworld import PatchworldError
+from patchworld.checkpoints import load_checkpoint
+from patchworld.cli import CommandParser
 from patchworld.data.synthetic import TASKS, SyntheticClips, collate
-from patchworld.data.video_io import atomic_path
+from patchworld.data.video_io import atomic_path, check_writable
+from patchworld.precision import autocast_bf16
 from patchworld.probes import load_world
 
 ATTRIBUTES = ("shape", "colour", "direction")
@@ -74,7 +76,7 @@ def judge_accuracy(judge: AttributeJudge, video: torch.Tensor, labels: dict) -> 
 
 def adherence(argv: list[str]) -> int:
     """Prompt adherence of a generative recipe: a judge network reads shape/colour/direction of generated clips."""
-    parser = ArgumentParser(prog="patchworld adherence", description=__doc__)
+    parser = CommandParser(prog="patchworld adherence", description=__doc__)
     parser.add_argument("--config", required=True, help="the generative recipe (path or shipped name)")
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="trained checkpoint")
     parser.add_argument("--overrides", type=list[str], default=[],
@@ -90,6 +92,10 @@ def adherence(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.out and Path(args.out).is_dir():
         raise PatchworldError(f"--out {args.out} is a directory; give the path of the results .json file to write")
+    if args.out:  # before any work: an unwritable --out must not wait for the end of the run
+        check_writable(args.out)
+    if args.judge and not Path(args.judge).is_file():
+        check_writable(args.judge)
 
     world, data = load_world(args.config, args.ckpt_path, args.overrides)
     world.eval()
@@ -102,18 +108,18 @@ def adherence(argv: list[str]) -> int:
     judge_path = Path(args.judge) if args.judge else None
     if judge_path is not None and judge_path.is_file():
         judge = AttributeJudge()
-        judge.load_state_dict(torch.load(judge_path, map_location="cpu"))
+        judge.load_state_dict(load_checkpoint(judge_path, "--judge", lightning=False))
         judge.eval()
     else:
         judge = train_judge(template, args.judge_steps)
         if judge_path is not None:
-            judge_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(judge.state_dict(), judge_path)
+            with atomic_path(judge_path) as tmp:
+                torch.save(judge.state_dict(), tmp)
     test = clips("test", args.samples, template)
     ceiling = judge_accuracy(judge, test["video"], test["labels"])
 
     generated = []
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16(args.precision == "bf16"))
     for start in range(0, args.samples, args.batch_size):
         end = min(start + args.batch_size, args.samples)
         with autocast:

@@ -6,11 +6,13 @@ sigma = sqrt(1 - alpha_bar).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from patchworld import ComponentError
+from patchworld.randomness import draw
 
 from .generation import GenerativeObjective
 
@@ -64,8 +66,9 @@ class DDPM(GenerativeObjective):
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - alpha * x0) / sigma
 
-    def training_timesteps(self, batch, tokens, device):
-        return torch.randint(1, self.train_steps + 1, (batch,), device=device).float() / self.train_steps
+    def training_timesteps(self, batch, tokens, device, generator=None):
+        levels = draw(functools.partial(torch.randint, 1, self.train_steps + 1), generator, batch)  # (B,)
+        return levels.to(device).float() / self.train_steps
 
     def schedule(self, steps, tokens):
         return torch.linspace(1, 0, steps + 1, dtype=torch.float64)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from patchworld import Backbone, PatchEmbed3d, Rope3d
+from patchworld import Backbone, ComponentError, PatchEmbed3d, Rope3d
 
 from .vit import init_transformer
 
@@ -46,7 +46,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, context_dim: int | None = None, qk_norm: bool = True):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"DiT dim {dim} is not divisible by heads {heads}")
+            raise ComponentError(f"DiT: dim {dim} must be a multiple of heads {heads} (each head gets dim/heads channels)")
         self.heads, self.head_dim = heads, dim // heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim or dim, 2 * dim)

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from patchworld.randomness import draw
+
 from .generation import GenerativeObjective
 
 
@@ -40,8 +42,8 @@ class Flow(GenerativeObjective):
     def target(self, x0, noise, t):
         return noise - x0  # velocity dx_t/dt
 
-    def training_timesteps(self, batch, tokens, device):
-        t = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(batch, device=device))
+    def training_timesteps(self, batch, tokens, device, generator=None):
+        t = torch.sigmoid(self.logit_mean + self.logit_std * draw(torch.randn, generator, batch).to(device))  # (B,)
         return self.apply_shift(t, self.shift_for(tokens))
 
     def schedule(self, steps, tokens):

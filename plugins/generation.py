@@ -14,13 +14,13 @@ they come out exactly as given.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from patchworld import ComponentError, DataError, Objective, unpatchify
+from patchworld.randomness import Generators, draw, of_sample, sample_generators
 
 #: task -> what is given (in pixel frames)
 TASKS = {
@@ -39,7 +39,10 @@ def task_frames(task: str, frames: int, context_frames: int = 4) -> list[int]:
         raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     if task != "t2v" and frames < 2:
         raise DataError(f"task {task!r} needs a clip of at least 2 frames, got {frames}")
-    k = max(1, min(context_frames, frames - 1))
+    k = context_frames
+    if task.startswith("extend") and not 1 <= k < frames:
+        raise DataError(f"context_frames={k} is out of range for task {task!r} on a {frames}-frame clip: give 1 to "
+                        f"{frames - 1} (some frames must be left to generate)")
     return {
         "t2v": [],
         "i2v": [0],
@@ -89,14 +92,19 @@ def fill_from_given(video: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
 
 
 def training_clean_mask(batch: int, latent_frames: int, mixture: dict[str, float],
-                        generator: random.Random) -> torch.Tensor:
-    """Sample a task per clip from `mixture` and return which latent frames it keeps clean, (B, t) bool."""
+                        generator: Generators = None) -> torch.Tensor:
+    """Sample a task per clip from `mixture` and return which latent frames it keeps clean, (B, t) bool.
+    `generator`: one torch generator for the batch or one per clip."""
     clean = torch.zeros(batch, latent_frames, dtype=torch.bool)
     if latent_frames < 2:
         return clean  # images: text-to-image only
     names, weights = zip(*mixture.items())
-    for b, task in enumerate(generator.choices(names, weights=weights, k=batch)):
-        k = generator.randint(1, latent_frames - 1)
+    weights = torch.tensor(weights, dtype=torch.float)
+    for b in range(batch):  # nothing is drawn that is not used (one task: no draw; k only for extensions)
+        g = of_sample(generator, b)
+        task = names[int(torch.multinomial(weights, 1, generator=g))] if len(names) > 1 else names[0]
+        if task.startswith("extend"):
+            k = int(torch.randint(1, latent_frames, (), generator=g))  # 1 .. latent_frames - 1
         if task == "i2v":
             clean[b, 0] = True
         elif task == "extend_forward":
@@ -143,7 +151,6 @@ class GenerativeObjective(Objective):
         self.caption_dropout, self.steps, self.guidance = caption_dropout, steps, guidance
         self.predict_task, self.context_frames, self.seed, self.progress = predict_task, context_frames, seed, progress
         self.feature_timestep, self.feature_depth = feature_timestep, feature_depth
-        self.rng = random.Random(seed)
 
     def bind(self, world) -> None:
         if world.backbone is None or not hasattr(world.backbone, "patch_values"):
@@ -159,8 +166,9 @@ class GenerativeObjective(Objective):
         """What the network predicts: a linear function of (x_0, noise) at time t."""
         raise NotImplementedError
 
-    def training_timesteps(self, batch: int, tokens: int, device) -> torch.Tensor:
-        """t (B,) in (0, 1] for a training batch whose clips have `tokens` tokens."""
+    def training_timesteps(self, batch: int, tokens: int, device, generator: Generators = None) -> torch.Tensor:
+        """t (B,) in (0, 1] for a training batch whose clips have `tokens` tokens (row b drawn from
+        generator b when given one per clip, see `patchworld.randomness.draw`)."""
         raise NotImplementedError
 
     def schedule(self, steps: int, tokens: int) -> torch.Tensor:
@@ -206,14 +214,18 @@ class GenerativeObjective(Objective):
         with torch.no_grad():  # the tokenizer is fixed here (train a VAE with its own recipe)
             latents = world.tokenizer.encode(batch["video"]).float()  # (B, c, t, h, w)
         B, t_lat = latents.shape[0], latents.shape[2]
-        clean = training_clean_mask(B, t_lat, self.mixture, self.rng).to(latents.device)  # (B, t)
+        # every draw is keyed on (run seed, step or the validation key, clip, stream): patchworld.randomness
+        clean = training_clean_mask(B, t_lat, self.mixture, sample_generators(world, batch, "task"))  # (B, t)
+        clean = clean.to(latents.device)
         captions = batch.get("caption") or [""] * B
-        if self.training:
-            captions = ["" if self.rng.random() < self.caption_dropout else c for c in captions]
+        if self.training and self.caption_dropout > 0:
+            dropped = draw(torch.rand, sample_generators(world, batch, "caption_dropout"), B)  # (B,)
+            captions = ["" if drop < self.caption_dropout else c for drop, c in zip(dropped.tolist(), captions)]
         context, context_mask = self.encode_captions(world, captions, B)
-        noise = torch.randn_like(latents)
+        noise = draw(torch.randn, sample_generators(world, batch, "noise"), B, *latents.shape[1:])
+        noise = noise.to(latents.device)  # (B, c, t, h, w)
         tokens = math.prod(world.backbone.patch_embed.grid(latents))
-        t = self.training_timesteps(B, tokens, latents.device)  # (B,)
+        t = self.training_timesteps(B, tokens, latents.device, sample_generators(world, batch, "timestep"))  # (B,)
         frame_clean = clean[:, None, :, None, None]  # (B, 1, t, 1, 1)
         x_t = torch.where(frame_clean, latents, self.noised(latents, noise, t))
         prediction = self.denoise(world, x_t, t, clean, context, context_mask)
@@ -222,13 +234,9 @@ class GenerativeObjective(Objective):
         return {"loss": loss, "clean_fraction": clean.float().mean()}
 
     def validation_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
-        rng_state = self.rng.getstate()
-        self.rng.seed(1234)  # the same tasks every validation
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)
-            out = self.training_step(world, batch)
-        self.rng.setstate(rng_state)
-        return {"loss": out["loss"]}
+        # out of training the draws use patchworld.randomness's fixed validation key: the same tasks, noise
+        # and timesteps every validation
+        return {"loss": self.training_step(world, batch)["loss"]}
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample_loop(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,

@@ -17,6 +17,9 @@ subset of that size from every clip's context cells and from its target cells (t
 order). Random subsampling, unlike truncating a sorted index list, favours no region of the frame (not the
 top rows, not the first frames). A dropped target cell is simply not predicted; a dropped context cell is
 simply not shown. No cell ever moves from one set to the other, so the context never contains a target.
+
+Every sampler takes `generator`: one generator for the whole batch, or a list with one per clip (see
+`patchworld.randomness`), in which case each clip's blocks and choices come from its own generator.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from patchworld.randomness import Generators, draw, of_sample
 
 Size3 = tuple[int, int, int]
 
@@ -69,27 +74,27 @@ def block_size(family: MaskFamily, height: int, width: int, generator: torch.Gen
 
 
 def spatial_block_mask(batch: int, height: int, width: int, family: MaskFamily,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: Generators = None) -> torch.Tensor:
     """(B, h, w) bool, True where a cell is covered by the union of the family's blocks."""
     covered = torch.zeros(batch, height, width, dtype=torch.bool)
     for b in range(batch):
+        g = of_sample(generator, b)
         for _ in range(family.blocks):
-            bh, bw = block_size(family, height, width, generator)
-            top = int(torch.randint(0, height - bh + 1, (), generator=generator))
-            left = int(torch.randint(0, width - bw + 1, (), generator=generator))
+            bh, bw = block_size(family, height, width, g)
+            top = int(torch.randint(0, height - bh + 1, (), generator=g))
+            left = int(torch.randint(0, width - bw + 1, (), generator=g))
             covered[b, top : top + bh, left : left + bw] = True
     return covered
 
 
-def random_subset(member: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_subset(member: torch.Tensor, count: int, generator: Generators = None) -> torch.Tensor:
     """member (B, S) bool with at least `count` True per row -> (B, count) sorted indices of a uniformly
     random subset of each row's True entries."""
-    scores = torch.rand(member.shape, generator=generator).masked_fill(~member, 2.0)  # non-members sort last
+    scores = draw(torch.rand, generator, *member.shape).masked_fill(~member, 2.0)  # (B, S), non-members sort last
     return scores.argsort(dim=1)[:, :count].sort(dim=1).values
 
 
-def multiblock_mask(batch: int, grid: Size3, family: MaskFamily,
-                    generator: torch.Generator | None = None) -> BlockMask:
+def multiblock_mask(batch: int, grid: Size3, family: MaskFamily, generator: Generators = None) -> BlockMask:
     """Sample one family's context/target token indices on a (t, h, w) token grid (tokens time-major).
 
     At least one cell stays context and at least one becomes a target in every clip (a clip whose blocks
@@ -100,9 +105,8 @@ def multiblock_mask(batch: int, grid: Size3, family: MaskFamily,
         raise ValueError(f"multi-block masks need at least 2 spatial cells, got a token grid of {grid}")
     covered = spatial_block_mask(batch, h, w, family, generator).flatten(1)  # (B, h*w)
     full = covered.all(dim=1)
-    if full.any():  # give one random cell back to the context
-        cells = torch.randint(0, h * w, (int(full.sum()),), generator=generator)
-        covered[full.nonzero().squeeze(1), cells] = False
+    for b in full.nonzero().flatten().tolist():  # give one random cell back to the context
+        covered[b, int(torch.randint(0, h * w, (), generator=of_sample(generator, b)))] = False
     n_target = int(covered.sum(1).min())
     n_context = int((~covered).sum(1).min())
     target = random_subset(covered, n_target, generator)  # (B, Kt) spatial cells
@@ -117,6 +121,6 @@ def tubes(cells: torch.Tensor, frames: int, cells_per_frame: int) -> torch.Tenso
 
 
 def sample_masks(batch: int, grid: Size3, families: tuple[MaskFamily, ...] = (SHORT_RANGE, LONG_RANGE),
-                 generator: torch.Generator | None = None) -> list[BlockMask]:
+                 generator: Generators = None) -> list[BlockMask]:
     """One `BlockMask` per family for a batch of clips on a (t, h, w) token grid."""
     return [multiblock_mask(batch, grid, family, generator) for family in families]

@@ -32,7 +32,7 @@ class TinyTextEncoder(Conditioner):
         self.dim, self.buckets, self.max_words = dim, buckets, max_words
         self.words = nn.Embedding(buckets + 1, dim)  # index `buckets` is [BOS]
         self.position = nn.Parameter(torch.zeros(1, max_words + 1, dim))
-        self.blocks = transformer_blocks(dim, depth, heads, 4.0)
+        self.blocks = transformer_blocks(dim, depth, heads, 4.0, owner=type(self).__name__)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(init_transformer)
         nn.init.normal_(self.words.weight, std=0.02)

@@ -22,8 +22,9 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from patchworld import ComponentError, DataError, Objective, PatchworldError, Tokenizer, grid_positions
 from patchworld.patches import Size3, as_size3
+from patchworld.randomness import Generators, batch_generator, draw, sample_generators
 
-from .export import read_part
+from patchworld.checkpoints import read_part
 
 #: constructor arguments that fix the architecture; stored with the weights so a checkpoint rebuilds it
 ARCHITECTURE = ("compression", "latent_channels", "width", "multipliers", "blocks")
@@ -378,18 +379,24 @@ class VAEReconstruction(Objective):
             raise ComponentError(f"VAEReconstruction.crop={self.crop} must be a multiple of the VAE's spatial "
                                  f"compression {world.tokenizer.compression[1:]}")
 
-    def random_crop(self, video: torch.Tensor) -> torch.Tensor:
+    def random_crop(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The same random (crop x crop) window of every clip in the batch; whole frames if they are smaller."""
         if self.crop is None:
             return video
         h, w = video.shape[-2:]
         ch, cw = min(self.crop, h), min(self.crop, w)
-        top, left = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        top = int(torch.randint(0, h - ch + 1, (), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (), generator=generator))
         return video[..., top : top + ch, left : left + cw]
 
-    def losses(self, vae: VAE, video: torch.Tensor, sample: bool) -> dict[str, torch.Tensor]:
+    def losses(self, vae: VAE, video: torch.Tensor, sample: bool, generator: Generators = None) -> dict[str, torch.Tensor]:
+        """`sample`: decode a posterior sample (noise from `generator`, one or one per clip) instead of the mean."""
         mean, logvar = vae.posterior(video)  # (B, c, t, h, w) each
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        if sample:
+            noise = draw(torch.randn, generator, *mean.shape).to(mean.device)  # (B, c, t, h, w)
+            z = mean + noise * (0.5 * logvar).exp()
+        else:
+            z = mean
         reconstruction = vae.decode_raw(z).float()  # (B, 3, T, H, W)
         error = reconstruction - video.float()
         l1, l2 = error.abs().mean(), error.pow(2).mean()
@@ -402,7 +409,9 @@ class VAEReconstruction(Objective):
         return {"loss": loss, **out, "mean": mean, "reconstruction": reconstruction}
 
     def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.losses(world.tokenizer, self.random_crop(batch["video"]), sample=True)
+        # the crop window is shared by the batch, the posterior noise is per clip; both keyed on (run seed, step)
+        video = self.random_crop(batch["video"], batch_generator(world, "crop"))
+        out = self.losses(world.tokenizer, video, sample=True, generator=sample_generators(world, batch, "posterior"))
         world.tokenizer.update_latent_stats(out.pop("mean"), self.stats_momentum)
         out.pop("reconstruction")
         return out

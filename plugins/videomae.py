@@ -11,21 +11,23 @@ import math
 import torch
 
 from patchworld import ComponentError, Objective, gather_tokens, patchify
+from patchworld.randomness import Generators, draw, sample_generators
 
 from .vit import TokenPredictor
 
 
 def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, device=None,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: Generators = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample tube masks on a (t, h, w) token grid: the same spatial cells hidden in every frame.
 
     Returns (visible, masked) token indices, (B, t*keep) and (B, t*(h*w - keep)), keep = round((1-ratio)*h*w)
-    (at least 1 visible and 1 masked cell), both sorted in token order.
+    (at least 1 visible and 1 masked cell), both sorted in token order. `generator`: one for the batch or
+    one per sample (`patchworld.randomness`).
     """
     t, h, w = grid
     cells = h * w
     keep = min(cells - 1, max(1, round((1 - ratio) * cells)))
-    order = torch.rand(batch, cells, generator=generator, device=device).argsort(dim=1)  # (B, h*w)
+    order = draw(torch.rand, generator, batch, cells).to(device).argsort(dim=1)  # (B, h*w)
     frame_offsets = torch.arange(t, device=device).view(1, t, 1) * cells
 
     def tubes(spatial: torch.Tensor) -> torch.Tensor:  # (B, k) spatial cells -> (B, t*k) token indices
@@ -56,7 +58,7 @@ class VideoMAE(Objective):
         self.predictor = TokenPredictor(world.backbone.dim, self.predictor_dim, self.predictor_depth,
                                         self.predictor_heads, patch_values)
 
-    def masked_errors(self, world, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def masked_errors(self, world, video: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Per-sample mean squared error on the masked tubelets, (B,)."""
         latents = world.tokenizer.encode(video)  # (B, c, t, h, w)
         tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
@@ -70,7 +72,8 @@ class VideoMAE(Objective):
         return (prediction.float() - target).pow(2).mean(dim=(1, 2))
 
     def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
-        return {"loss": self.masked_errors(world, batch["video"]).mean()}
+        masks = sample_generators(world, batch, "tube_mask")  # keyed on (run seed, step, sample)
+        return {"loss": self.masked_errors(world, batch["video"], masks).mean()}
 
     def surprise(self, world, video: torch.Tensor, repeats: int = 4) -> torch.Tensor:
         """Reconstruction error averaged over `repeats` fixed (seeded) masks, (B,)."""

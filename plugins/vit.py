@@ -13,11 +13,16 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from patchworld import Backbone, sincos_3d
+from patchworld import Backbone, ComponentError, sincos_3d
 
 
-def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0) -> nn.ModuleList:
-    """`depth` pre-norm timm blocks with stochastic depth rising linearly to `drop_path`."""
+def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0,
+                       owner: str = "ViT") -> nn.ModuleList:
+    """`depth` pre-norm timm blocks with stochastic depth rising linearly to `drop_path`; `owner` names the
+    component (and its parameters) in the error for a width that the heads do not divide."""
+    if heads < 1 or dim % heads:
+        raise ComponentError(f"{owner}: dim {dim} must be a multiple of heads {heads} (each head gets dim/heads "
+                             f"channels)")
     rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
     return nn.ModuleList(
         Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=rate, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
@@ -78,7 +83,7 @@ class TokenPredictor(nn.Module):
         self.dim = dim
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio)
+        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio, owner="predictor (predictor_dim, predictor_heads)")
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, out_dim)
         self.apply(init_transformer)

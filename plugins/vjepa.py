@@ -25,6 +25,7 @@ Collapse monitors (every `monitor_every` steps, logged as ``train/monitor/*``) a
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import warnings
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from patchworld import Objective, gather_tokens
+from patchworld.randomness import Generators, batch_generator, sample_generators
 
 from .masks import BlockMask, MaskFamily, sample_masks
 from .vit import TokenPredictor
@@ -98,7 +100,7 @@ def sigreg(features: torch.Tensor, slices: int = 256, knots: int = 17, generator
 
 def _sigreg(x: torch.Tensor, slices: int, knots: int, generator: torch.Generator | None) -> torch.Tensor:
     # x: (N, D) float32
-    directions = torch.randn(x.shape[1], slices, generator=generator, device=x.device)
+    directions = torch.randn(x.shape[1], slices, generator=generator).to(x.device)  # drawn on the CPU
     directions = directions / directions.norm(dim=0, keepdim=True)  # (D, S) unit columns
     t = torch.linspace(-5, 5, knots, device=x.device)  # (K,)
     gaussian_cf = torch.exp(-0.5 * t**2)  # (K,)
@@ -159,6 +161,7 @@ class VJEPA(Objective):
             self.target_encoder = copy.deepcopy(world.backbone).requires_grad_(False)
         self._latent_grid = world.tokenizer.latent_grid  # for prepare_batch, which runs without the world
         self._patch = world.backbone.patch_size
+        self._mask_generators = functools.partial(sample_generators, world, stream="masks")
 
     # ---- masks: sampled on the host, in the data path -------------------------------------------
     def token_grid(self, video: torch.Tensor) -> tuple[int, int, int]:
@@ -169,9 +172,11 @@ class VJEPA(Objective):
                              f"does not fit the patch size {self._patch}")
         return tuple(n // p for n, p in zip(latent, self._patch))
 
-    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict:
-        """Adds "masks": one `BlockMask` per family (short-range, long-range) for this batch."""
+    def prepare_batch(self, batch: dict, generator: Generators = None) -> dict:
+        """Adds "masks": one `BlockMask` per family (short-range, long-range) for this batch, each clip's drawn
+        from `generator` or, by default, keyed on (run seed, step, clip) (`patchworld.randomness`)."""
         video = batch["video"]
+        generator = self._mask_generators(batch) if generator is None else generator
         return batch | {"masks": sample_masks(video.shape[0], self.token_grid(video), self.families, generator)}
 
     # ---- encoders ----------------------------------------------------------------------------------
@@ -217,7 +222,7 @@ class VJEPA(Objective):
         if self.anti_collapse == "ema":
             result["momentum"] = torch.tensor(self.momentum)
         if self.anti_collapse == "sigreg":
-            result["sigreg"] = sigreg(out["target"], self.sigreg_slices)
+            result["sigreg"] = sigreg(out["target"], self.sigreg_slices, generator=batch_generator(world, "sigreg"))
             result["loss"] = (1 - self.sigreg_weight) * prediction_loss + self.sigreg_weight * result["sigreg"]
         else:
             result["loss"] = prediction_loss

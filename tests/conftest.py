@@ -52,3 +52,27 @@ def write_test_mp4(path: Path, frames: int = 12, height: int = 48, width: int = 
 @pytest.fixture
 def make_mp4():
     return write_test_mp4
+
+
+def write_corrupt_mp4(path: Path, frames: int = 24, keep: float = 0.35, height: int = 48, width: int = 64) -> Path:
+    """An mp4 corrupted past its first frame: written with its index up front (movflags=faststart), then cut
+    to `keep` of its bytes, so opening it and decoding frame 0 work but decoding every frame fails."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):  # noise: every frame is a large packet, so the cut lands inside one
+            frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.fixture
+def make_corrupt_mp4():
+    return write_corrupt_mp4

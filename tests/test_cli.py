@@ -55,7 +55,8 @@ def test_unknown_recipe_lists_shipped_ones(run_cli, capsys):
 
 
 def _first_error_line(text: str) -> str:
-    return next(line for line in text.splitlines() if line.startswith("error:"))
+    (line,) = [line for line in text.splitlines() if line.startswith("patchworld: error:")]  # exactly one
+    return line
 
 
 def test_unknown_component_lists_the_valid_names(run_cli, capsys, recipe_path):

@@ -157,7 +157,9 @@ def test_video_folder_labels_captions_and_bad_files(tmp_path, make_mp4):
             make_mp4(tmp_path / label / f"{k}.mp4", frames=10, seed=k)
     (tmp_path / "dogs" / "1.txt").write_text("a dog runs\n")
     (tmp_path / "dogs" / "broken.mp4").write_bytes(b"not a video at all")
-    data = VideoFolder(str(tmp_path), frames=4, size=(32, 32), batch_size=8, val_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"skipping .*broken\.mp4"), pytest.raises(DataError, match=r"1 of 5 .*20%"):
+        VideoFolder(str(tmp_path), frames=4, size=(32, 32), val_fraction=0.0).setup("fit")  # default 0.1: too many
+    data = VideoFolder(str(tmp_path), frames=4, size=(32, 32), batch_size=8, val_fraction=0.0, max_bad_fraction=0.25)
     with pytest.warns(UserWarning, match=r"skipping .*broken\.mp4"):
         data.setup("fit")
     batch = next(iter(data.predict_dataloader()))
@@ -194,3 +196,120 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_umask_decides_the_mode_of_written_files(tmp_path):
+    import os
+
+    from patchworld.data.video_io import atomic_path
+
+    old = os.umask(0o027)
+    try:
+        write_video(tmp_path / "a.mp4", torch.zeros(3, 2, 16, 16))
+        os.umask(0o002)
+        with atomic_path(tmp_path / "b.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.mp4").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o664
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.json"]
+
+
+def _folder(tmp_path, make_mp4, make_corrupt_mp4, good=4, bad=1):
+    """`good` readable mp4s (frames 0..) and `bad` ones corrupted past their first frame, sorted after them."""
+    root = tmp_path / "videos"
+    for k in range(good):
+        make_mp4(root / f"{k}.mp4", frames=16, seed=k)
+    for k in range(bad):
+        path = make_corrupt_mp4(root / f"{good + k}_corrupt.mp4")
+        probe_video(path)  # the first frame decodes ...
+        with pytest.raises(DataError, match="cannot decode"):
+            read_clip(path, 24, (32, 32))  # ... the rest does not
+    return root
+
+
+def test_file_corrupt_past_its_first_frame_is_replaced_named_once_and_summed_up(tmp_path, make_mp4, make_corrupt_mp4):
+    root = _folder(tmp_path, make_mp4, make_corrupt_mp4, good=4, bad=1)
+    data = VideoFolder(str(root), frames=4, size=(32, 32), val_fraction=0.0, max_bad_fraction=0.25)
+    data.setup("fit")  # probing passes: only reading finds it
+    clips = data.splits["all"]
+    assert clips.videos[4].path.name == "4_corrupt.mp4" and not data.unreadable.files
+    with pytest.warns(UserWarning) as record:
+        items = [clips[i] for i in range(5)] + [clips[4], data.splits["train"][4]]
+    named = [str(w.message) for w in record if "4_corrupt.mp4" in str(w.message)]
+    assert len(named) == 1 and "\n" not in named[0]  # named once, in one line, across splits and repeats
+    assert torch.equal(items[4]["video"], items[0]["video"])  # replaced by the next readable index (wrapping)
+    assert items[4]["index"] == 4 and items[4]["skipped"] == {str(root / "4_corrupt.mp4"): named[0].split("skipping ")[1]}
+    assert "skipped" not in items[5]  # already known: skipped without trying again
+    with pytest.warns(UserWarning, match=r"skipped 1 of 5 video files in .*videos as unreadable \(20\.0%\): 4_corrupt\.mp4"):
+        data.teardown("fit")
+
+
+def test_too_many_files_failing_while_training_stop_the_run_in_one_line(tmp_path, make_mp4, make_corrupt_mp4):
+    root = _folder(tmp_path, make_mp4, make_corrupt_mp4, good=2, bad=2)
+    data = VideoFolder(str(root), frames=4, size=(32, 32), val_fraction=0.0, max_bad_fraction=0.3)
+    data.setup("fit")
+    clips = data.splits["all"]
+    with pytest.warns(UserWarning) as record, pytest.raises(DataError) as error:
+        clips[2]  # 2_corrupt (1 of 4: within max_bad_fraction), its replacement 3_corrupt (2 of 4 > 0.3)
+    assert [w.message.args[0].split("/")[-1].split(":")[0] for w in record] == ["2_corrupt.mp4", "3_corrupt.mp4"]
+    message = str(error.value)
+    assert "\n" not in message and str(root) in message and "2 of 4" in message and "50%" in message
+    assert "max_bad_fraction=0.3" in message
+
+
+def test_fit_on_a_folder_with_a_corrupt_file_finishes_and_saves_a_checkpoint(run_cli, recipe_path, tmp_path, make_mp4,
+                                                                             make_corrupt_mp4):
+    root = _folder(tmp_path, make_mp4, make_corrupt_mp4, good=4, bad=1)
+    args = ["fit", "--config", recipe_path("videomae-tiny"), "--model.backbone.init_args.depth", "1",
+            "--model.backbone.init_args.dim", "48", "--data", "VideoFolder", "--data.root", str(root),
+            "--data.frames", "4", "--data.size", "[32, 32]", "--data.batch_size", "5", "--data.val_fraction", "0.0",
+            "--data.max_bad_fraction", "0.25", "--data.num_workers", "2", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "run")]
+    with pytest.warns(UserWarning) as record:
+        assert run_cli(*args) == 0
+    messages = [str(w.message) for w in record]
+    # found in a worker, named once by the main process (the folder's batch hook runs in a real fit)
+    assert sum("skipping" in m and "4_corrupt.mp4" in m for m in messages) == 1
+    assert any("skipped 1 of 5" in m for m in messages)  # the summary at the end of fit
+    assert list((tmp_path / "run").glob("lightning_logs/*/checkpoints/last.ckpt"))
+
+
+def test_training_clip_starts_are_a_function_of_seed_epoch_and_index(tmp_path, make_mp4):
+    import random
+
+    make_mp4(tmp_path / "long.mp4", frames=48, fps=8)  # 6 s: room for many starts of a 4-frame clip
+
+    def starts(seed=0, epoch=0):
+        data = VideoFolder(str(tmp_path), frames=4, size=(32, 32), val_fraction=0.0, seed=seed)
+        data.setup("fit")
+        data.set_epoch(epoch)
+        random.seed(len(starts.calls))  # the global random module plays no part
+        starts.calls.append(1)
+        return [data.splits["train"][0]["video"] for _ in range(2)]
+    starts.calls = []
+
+    a, again = starts(), starts()
+    assert torch.equal(a[0], a[1]) and torch.equal(a[0], again[0])  # the same clip every time
+    assert not torch.equal(a[0], starts(epoch=1)[0])  # set_epoch took effect
+    assert not torch.equal(a[0], starts(seed=1)[0])  # seed took effect
+    middle = VideoFolder(str(tmp_path), frames=4, size=(32, 32), val_fraction=0.0)
+    middle.setup("fit")
+    assert torch.equal(middle.splits["all"][0]["video"], middle.splits["all"][0]["video"])
+
+
+def test_files_found_unreadable_in_workers_are_named_once_by_the_main_process(tmp_path, make_mp4, make_corrupt_mp4):
+    from torch.utils.data import DataLoader
+
+    from patchworld.data.video_folder import collate
+
+    root = _folder(tmp_path, make_mp4, make_corrupt_mp4, good=4, bad=1)
+    data = VideoFolder(str(root), frames=4, size=(32, 32), val_fraction=0.0, max_bad_fraction=0.25)
+    data.setup("fit")
+    loader = DataLoader(data.splits["all"], batch_size=1, num_workers=2, collate_fn=collate)
+    with pytest.warns(UserWarning) as record:
+        batches = [data.on_after_batch_transfer(batch, 0) for batch in loader]
+    assert [str(w.message).count("4_corrupt.mp4") for w in record] == [1]
+    assert all("skipped" not in batch for batch in batches)  # the model never sees it
+    assert list(data.unreadable.files) == [str(root / "4_corrupt.mp4")]

@@ -1,15 +1,18 @@
-"""The plugin system: every hook, duplicate refusal, broken plugins, and a pip-installed third-party plugin."""
+"""The plugin system: every hook, safe loading (misspelt hooks, missing @hookimpl, duplicate names, wrong kinds,
+broken and disabled plugins, clashing recipe names), and a pip-installed third-party plugin."""
 import importlib.metadata
 import os
 import subprocess
 import sys
+import types
+import warnings
 from pathlib import Path
 
 import pytest
 from pytorch_lightning import LightningDataModule
 
 import patchworld
-from patchworld import ComponentError
+from patchworld import ComponentError, PatchworldError
 from patchworld.plugins import KINDS, build_registry, load_plugins
 
 
@@ -75,33 +78,167 @@ def test_unknown_name_lists_valid_names():
         registry.get("backbone", "Nope")
 
 
-def test_duplicate_names_are_refused_naming_both_plugins():
-    Clash = type("MyBackbone", (patchworld.Backbone,), {})
-    plugins = {"first": make_plugin(patchworld_register_backbones=[MyBackbone]),
-               "second": make_plugin(patchworld_register_backbones=[Clash])}
-    with pytest.raises(ComponentError, match=r"'MyBackbone' is registered by two plugins: '(first|second)'.*'(second|first)'"):
-        build_registry(plugins)
-    with pytest.raises(ComponentError, match="command 'hello' is registered by two plugins"):
-        build_registry({"a": make_plugin(patchworld_register_commands={"hello": my_command}),
-                        "b": make_plugin(patchworld_register_commands={"hello": my_command})})
-    with pytest.raises(ComponentError, match="command 'fit'"):
-        build_registry({"a": make_plugin(patchworld_register_commands={"fit": my_command})})
+def in_memory_module(name, **attributes):
+    """A plugin module made in memory (what an entry point would import)."""
+    module = types.ModuleType(name)
+    vars(module).update(attributes)
+    return module
 
 
-def test_wrong_kind_is_refused_with_the_plugin_name():
-    with pytest.raises(ComponentError, match=r"plugin 'bad' registered .*MyDecoder.* as a backbone"):
-        build_registry({"bad": make_plugin(patchworld_register_backbones=[MyDecoder])})
+def test_a_misspelt_hook_is_refused_naming_the_plugin():
+    typo = in_memory_module("typo", patchworld_register_backbone=patchworld.hookimpl(lambda: [MyBackbone]),
+                            patchworld_register_objectives=patchworld.hookimpl(lambda: [MyObjective]))
+    good = make_plugin(patchworld_register_decoders=[MyDecoder])
+    with pytest.warns(UserWarning, match=r"plugin 'typo' skipped: .*unknown hook 'patchworld_register_backbone' "
+                                         r"\(did you mean patchworld_register_backbones\?\)"):
+        registry = build_registry({"typo": typo, "good": good})
+    assert "unknown hook 'patchworld_register_backbone'" in registry.failures["typo"]
+    assert registry.names("backbone") == [] and registry.names("objective") == []  # none of the plugin is used
+    assert registry.names("decoder") == ["MyDecoder"]
+
+
+def test_a_hook_function_without_hookimpl_is_a_warning_naming_plugin_and_function():
+    def patchworld_register_backbones():
+        return [MyBackbone]
+
+    def patchworld_register_backbone():
+        return [MyBackbone]
+
+    plain = in_memory_module("plain", patchworld_register_backbones=patchworld_register_backbones,
+                             patchworld_register_backbone=patchworld_register_backbone,
+                             patchworld_register_objectives=patchworld.hookimpl(lambda: [MyObjective]))
+    with pytest.warns(UserWarning) as caught:
+        registry = build_registry({"plain": plain})
+    messages = [str(w.message) for w in caught]
+    assert ("patchworld plugin 'plain': function patchworld_register_backbones is not decorated with "
+            "@patchworld.hookimpl, so patchworld ignores it") in messages
+    assert any("function patchworld_register_backbone is not a hook (did you mean patchworld_register_backbones?)"
+               in m for m in messages)
+    assert registry.names("backbone") == [] and registry.names("objective") == ["MyObjective"]  # only a warning
+    assert "plain" not in registry.failures
+
+
+def test_a_duplicate_name_disables_the_second_plugin_only(monkeypatch, run_cli, capsys, tmp_path):
+    from patchworld import cli
+
+    Clash = type("MyBackbone", (patchworld.Backbone,), {"__module__": "clash"})
+    (tmp_path / "second.yaml").write_text("trainer: {}\n")
+    plugins = {
+        "first": make_plugin(patchworld_register_backbones=[MyBackbone]),
+        "second": make_plugin(patchworld_register_backbones=[Clash], patchworld_register_objectives=[MyObjective],
+                              patchworld_register_recipe_dirs=[str(tmp_path)],
+                              patchworld_register_commands={"hello": my_command}),
+        "other": make_plugin(patchworld_register_decoders=[MyDecoder]),
+    }
+    with pytest.warns(UserWarning, match=r"plugin 'second' skipped: backbone 'MyBackbone' \(clash\) is already "
+                                         r"registered by plugin 'first' \(test_plugins\)") as caught:
+        registry = build_registry(plugins)
+    assert len([w for w in caught if "'second'" in str(w.message)]) == 1  # warned once
+    assert registry.components["backbone"] == {"MyBackbone": (MyBackbone, "first")}
+    assert registry.names("decoder") == ["MyDecoder"]  # the other plugins keep working
+    # nothing of the offender is used, not even its parts that did not clash
+    assert registry.names("objective") == [] and registry.commands == {} and registry.recipes() == {}
+    assert "already registered by plugin 'first'" in registry.failures["second"]
+
+    monkeypatch.setattr(cli, "load_plugins", lambda: registry)
+    assert run_cli("plugins") == 0
+    out = capsys.readouterr().out
+    assert "MyBackbone         [first]" in out and "MyDecoder          [other]" in out
+    assert "broken plugin 'second' (none of it is used): backbone 'MyBackbone'" in out
+    assert run_cli("--help") == 0
+    assert "usage: patchworld COMMAND" in capsys.readouterr().out
+
+
+def test_the_first_party_plugin_always_keeps_its_names():
+    Intruder = type("MyBackbone", (patchworld.Backbone,), {"__module__": "intruder"})
+    plugins = {"intruder": make_plugin(patchworld_register_backbones=[Intruder]),  # loaded first, still loses
+               "patchworld_plugins": make_plugin(patchworld_register_backbones=[MyBackbone])}
+    with pytest.warns(UserWarning, match="plugin 'intruder' skipped: .*already registered by plugin 'patchworld_plugins'"):
+        registry = build_registry(plugins)
+    assert registry.components["backbone"] == {"MyBackbone": (MyBackbone, "patchworld_plugins")}
+    assert list(registry.failures) == ["intruder"]
+
+
+def test_clashing_commands_disable_the_second_plugin():
+    with pytest.warns(UserWarning, match="plugin 'b' skipped: command 'hello' is already registered by plugin 'a'"):
+        registry = build_registry({"a": make_plugin(patchworld_register_commands={"hello": my_command}),
+                                   "b": make_plugin(patchworld_register_commands={"hello": my_command, "bye": my_command},
+                                                    patchworld_register_backbones=[MyBackbone])})
+    assert registry.commands == {"hello": (my_command, "a")} and registry.names("backbone") == []
+    with pytest.warns(UserWarning, match="plugin 'a' skipped: command 'fit' is a built-in patchworld command"):
+        registry = build_registry({"a": make_plugin(patchworld_register_commands={"fit": my_command})})
+    assert "built-in" in registry.failures["a"] and registry.commands == {}
+
+
+def test_a_wrong_kind_disables_the_plugin_naming_it():
+    bad = make_plugin(patchworld_register_backbones=[MyDecoder], patchworld_register_objectives=[MyObjective])
+    with pytest.warns(UserWarning, match=r"plugin 'bad' skipped: patchworld_register_backbones returned "
+                                         r".*MyDecoder.* as a backbone, but it is not a Backbone subclass"):
+        registry = build_registry({"bad": bad, "good": make_plugin(patchworld_register_tokenizers=[MyTokenizer])})
+    assert "not a Backbone subclass" in registry.failures["bad"]
+    assert registry.names("backbone") == [] and registry.names("objective") == []
+    assert registry.names("tokenizer") == ["MyTokenizer"]
+    with pytest.warns(UserWarning, match="hook patchworld_register_backbones must return a list of classes, got type"):
+        build_registry({"single": make_plugin(patchworld_register_backbones=MyBackbone)})
 
 
 def test_a_broken_hook_is_reported_and_the_others_keep_working():
     def explode():
         raise RuntimeError("boom")
 
-    broken = type("Broken", (), {"patchworld_register_backbones": staticmethod(patchworld.hookimpl(explode))})
-    with pytest.warns(UserWarning, match="'broken' skipped"):
+    broken = type("Broken", (), {"patchworld_register_backbones": staticmethod(patchworld.hookimpl(explode)),
+                                 "patchworld_register_decoders": staticmethod(patchworld.hookimpl(lambda: [MyDecoder]))})
+    with pytest.warns(UserWarning, match="'broken' skipped: hook patchworld_register_backbones failed: RuntimeError: boom"):
         registry = build_registry({"broken": broken, "good": make_plugin(patchworld_register_objectives=[MyObjective])})
     assert "boom" in registry.failures["broken"]
-    assert registry.names("objective") == ["MyObjective"]
+    assert registry.names("objective") == ["MyObjective"] and registry.names("decoder") == []
+
+
+def test_a_disabled_plugin_is_not_imported_and_is_listed(monkeypatch, capsys):
+    real = [ep for ep in importlib.metadata.entry_points(group="patchworld") if ep.name == "patchworld_plugins"]
+    missing = importlib.metadata.EntryPoint("ghost", "patchworld_ghost_not_installed", "patchworld")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [missing, *real])
+    monkeypatch.setenv("PATCHWORLD_DISABLE_PLUGINS", " ghost, nothere ")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # importing ghost would warn (and fail)
+        registry = load_plugins.__wrapped__()
+    assert "ghost" not in registry.failures  # never imported
+    assert registry.disabled == {
+        "ghost": "disabled by PATCHWORLD_DISABLE_PLUGINS (not imported)",
+        "nothere": "named in PATCHWORLD_DISABLE_PLUGINS, but no plugin of that name is installed"}
+    assert "ViT" in registry.names("backbone")
+    from patchworld.cli import show_plugins
+
+    show_plugins(registry, [])
+    out = capsys.readouterr().out
+    assert "disabled plugin 'ghost': disabled by PATCHWORLD_DISABLE_PLUGINS (not imported)" in out
+    assert "disabled plugin 'nothere': named in PATCHWORLD_DISABLE_PLUGINS, but no plugin" in out
+
+
+def test_a_plugin_recipe_with_a_shipped_name_is_namespaced_not_shadowing(tmp_path, capsys):
+    from patchworld.cli import resolve_recipe_args, show_recipes
+
+    shipped, theirs = tmp_path / "shipped", tmp_path / "theirs"
+    for folder in (shipped, theirs):
+        folder.mkdir()
+        (folder / "sora-tiny.yaml").write_text("trainer: {}\n")
+    (theirs / "own.yaml").write_text("trainer: {}\n")
+    registry = build_registry({"toy": make_plugin(patchworld_register_recipe_dirs=[str(theirs)]),  # loaded first
+                               "patchworld_plugins": make_plugin(patchworld_register_recipe_dirs=[str(shipped)])})
+    assert registry.recipes() == {"sora-tiny": (shipped / "sora-tiny.yaml", "patchworld_plugins"),
+                                  "toy:sora-tiny": (theirs / "sora-tiny.yaml", "toy"),
+                                  "own": (theirs / "own.yaml", "toy")}
+    assert resolve_recipe_args(["fit", "--config", "sora-tiny"], registry)[2] == str(shipped / "sora-tiny.yaml")
+    assert resolve_recipe_args(["fit", "--config", "toy:sora-tiny"], registry)[2] == str(theirs / "sora-tiny.yaml")
+    assert resolve_recipe_args(["fit", "--config=toy:own.yaml"], registry)[1] == f"--config={theirs / 'own.yaml'}"
+    with pytest.raises(PatchworldError, match="recipe 'toy:nope' not found; shipped recipes: own, sora-tiny, toy:sora-tiny"):
+        resolve_recipe_args(["fit", "--config", "toy:nope"], registry)
+    show_recipes(registry, [])
+    out = capsys.readouterr().out
+    assert "sora-tiny              [patchworld_plugins]" in out
+    assert "(a plugin recipe of this name is listed as toy:sora-tiny)" in out
+    assert ("toy:sora-tiny          [toy]" in out
+            and "(plugin 'patchworld_plugins' has a recipe 'sora-tiny' too; use --config toy:sora-tiny)" in out)
 
 
 def test_a_plugin_that_fails_to_import_is_reported_by_name(monkeypatch, capsys):

@@ -3,6 +3,7 @@ import glob
 
 import torch
 from safetensors.torch import load_file
+from PIL import Image
 
 from patchworld import WorldModel
 from patchworld.data import SyntheticWorld
@@ -68,6 +69,8 @@ def test_fit_checkpoint_then_predict_writes_features(run_cli, recipe_path, tmp_p
                    "--trainer.default_root_dir", tmp_path / "run") == 0
     files = sorted(glob.glob(str(tmp_path / "run/lightning_logs/*/predictions/*.safetensors")))
     assert len(files) == 3
+    pictures = [f.replace(".safetensors", ".png") for f in files]  # something a person can look at
+    assert all(Image.open(f).size == (4 * 32, 2 * 32) for f in pictures)  # 4 frames; input above features
     features = load_file(files[0])
     assert features["tokens"].shape == (2 * 4 * 4, 48) and features["positions"].shape == (32, 3)
     assert torch.allclose(features["pooled"], features["tokens"].mean(0))
@@ -78,3 +81,30 @@ def test_fit_checkpoint_then_predict_writes_features(run_cli, recipe_path, tmp_p
     first, second = model.features(video)[0], model.features(video)[0]
     assert torch.equal(first, second)
     assert torch.allclose(first[0].float(), features["tokens"], atol=5e-2)  # predict ran under bf16 autocast
+
+
+def test_embedding_writer_draws_the_input_above_a_picture_of_its_features(tmp_path):
+    """The PNG next to each safetensors file: input frames on top, the tokens' first 3 principal components
+    on the token grid (positions (t, h, w)) below, upsampled to the frame size."""
+    import numpy as np
+
+    from patchworld_plugins import EmbeddingWriter
+
+    world = tiny_model().eval()
+    video = SyntheticWorld(frames=4, size=(32, 48)).splits["predict"][0]["video"][None]  # (1, 3, 4, 32, 48)
+    batch = {"video": video, "index": torch.tensor([7])}
+    with torch.no_grad():
+        outputs = world.predict_step(batch, 0)
+    assert outputs["positions"][0].amax(0).tolist() == [1, 3, 5]  # a 2 x 4 x 6 token grid
+    written = EmbeddingWriter(strip_frames=3).write(outputs, batch, tmp_path, 0)
+    assert sorted(p.name for p in written) == ["000007.png", "000007.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000007.png", "000007.safetensors"]  # no temp files
+    picture = np.asarray(Image.open(tmp_path / "000007.png").convert("RGB")).astype(float)
+    assert picture.shape == (2 * 32, 3 * 48, 3)  # strip_frames=3 took effect: 3 frames wide, 2 rows
+    frames, features = picture[:32], picture[32:]
+    expected = ((video[0, :, [0, 2, 3]].clamp(-1, 1) + 1) * 127.5).round().permute(2, 1, 3, 0).reshape(32, 3 * 48, 3)
+    assert np.abs(frames - expected.numpy()).max() <= 1  # the input frames on top
+    assert features.std() > 10 and len(np.unique(features.reshape(-1, 3), axis=0)) > 8  # features: not constant
+    cell = features[:8, :8]  # one token (8 x 8 pixels) is one colour: the token grid, upsampled
+    assert (cell == cell[0, 0]).all()
+    assert not EmbeddingWriter(strip_frames=0).write(outputs, batch, tmp_path / "none", 0)[1:]  # 0: no PNG

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from ..errors import ComponentError
+from .sampler import BucketBatchSampler, ResumableDataLoader
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
@@ -278,25 +279,6 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int, viola
     return {"video": tensor, "caption": texts[caption_pick], "captions": texts, "labels": labels}
 
 
-class BucketBatchSampler(Sampler):
-    """Batches of (index, (T, H, W)) where each batch has one size drawn from `shapes` (seeded per epoch)."""
-
-    def __init__(self, length: int, batch_size: int, shapes: list[tuple[int, int, int]], shuffle: bool, seed: int):
-        self.length, self.batch_size, self.shapes, self.shuffle, self.seed = length, batch_size, shapes, shuffle, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(self.length / self.batch_size)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = rng.permutation(self.length) if self.shuffle else np.arange(self.length)
-        for start in range(0, self.length, self.batch_size):
-            shape = self.shapes[int(rng.integers(0, len(self.shapes)))]
-            yield [(int(i), shape) for i in order[start : start + self.batch_size]]
-
-
 def collate(items: list[dict]) -> dict:
     """Stack videos and labels; keep captions as lists."""
     return {
@@ -350,23 +332,22 @@ class SyntheticWorld(pl.LightningDataModule):
             for split, n in self.lengths.items()
         }
 
-    def dataloader(self, split: str) -> DataLoader:
+    def dataloader(self, split: str) -> ResumableDataLoader:
+        """Batches of one split: seeded order (shuffled for train), one shape per batch, split between DDP
+        ranks, resumable mid-epoch (see `BucketBatchSampler`)."""
         dataset = self.splits[split]
-        shuffle = split == "train"
-        common = {"collate_fn": collate, "num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
-        if len(self.shapes) == 1:
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, **common)
-        sampler = BucketBatchSampler(len(dataset), self.batch_size, self.shapes, shuffle, self.seed + _SPLITS[split])
-        return DataLoader(dataset, batch_sampler=sampler, **common)
+        sampler = BucketBatchSampler(len(dataset), self.batch_size, self.shapes, split == "train", self.seed + _SPLITS[split])
+        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         return self.dataloader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableDataLoader:
         return self.dataloader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ResumableDataLoader:
         return self.dataloader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> ResumableDataLoader:
         return self.dataloader("predict")

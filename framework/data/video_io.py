@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,22 +13,68 @@ import av
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, PatchworldError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; move it into place only if the block succeeds."""
+    """Yield a temporary path next to `path`; move it into place only if the block succeeds. The file gets
+    the mode a plain ``open`` would give it (0666 minus the umask). A folder that cannot be made or written,
+    or a full disk, is a one-line PatchworldError naming `path`; nothing partial is left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _temp_file(path)
     try:
         yield Path(tmp)
+        with contextlib.suppress(OSError):  # some filesystems (FAT, network mounts) refuse chmod
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                           errno.EISDIR):
+            raise PatchworldError(f"cannot write {path}: {error.strerror}") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail now, not at the end of a long run, if a file cannot be written at `path`: a one-line
+    PatchworldError naming it. Makes a temporary file there and removes it (and any folder it had to make)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PatchworldError(f"cannot write {path}: it is a directory; give the path of the file to write")
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]  # deepest first
+    try:
+        os.unlink(_temp_file(path))
+    finally:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path
+
+
+def _temp_file(path: Path) -> str:
+    """An empty temporary file beside `path` (its folder made if needed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as error:
+        blocker = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else error.strerror or error
+        raise PatchworldError(f"cannot write {path}: {reason}") from None
+    os.close(fd)
+    return tmp
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
@@ -125,4 +172,4 @@ def _cover_crop(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
     return array[top : top + height, left : left + width]
 
 
-__all__ = ["atomic_path", "write_video", "probe_video", "read_clip", "VideoInfo", "to_uint8_frames"]
+__all__ = ["atomic_path", "check_writable", "write_video", "probe_video", "read_clip", "VideoInfo", "to_uint8_frames"]
