@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import typing
 import warnings
 from pathlib import Path

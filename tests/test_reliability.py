@@ -3,7 +3,6 @@ the weights or a checkpoint, interrupted runs leave a resumable checkpoint, and 
 the user typed."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -11,7 +11,6 @@ training from a start that is a pure function of (seed, epoch, index), the middl
 from __future__ import annotations
 
 import hashlib
-import random
 import warnings
 from pathlib import Path
 
