@@ -156,7 +156,7 @@ TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.dept
         "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true"]
 
 
-def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path, make_mp4):
+def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path, make_mp4, monkeypatch):
     fit = ["fit", "--config", recipe_path("sora-tiny"), *TINY, "--trainer.max_steps", "2", "--trainer.max_time", "null",
            "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "2", "--data.init_args.frames", "4",
            "--data.init_args.size", "[16, 16]", "--trainer.default_root_dir", "run", "--trainer.logger", "false"]
@@ -168,7 +168,13 @@ def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path
                "--trainer.default_root_dir", "run", "--trainer.logger", "false", "--model.objective.init_args.steps", "2",
                "--data", "Prompts", "--data.prompt_file", "prompts.txt", "--data.frames", "6", "--data.size", "[16, 24]",
                "--data.task", "i2v", "--data.condition", f"[{image}]"]
+    from patchworld_plugins.flow import Flow
+
+    sampler_steps = []
+    step = Flow.step
+    monkeypatch.setattr(Flow, "step", lambda self, *args: sampler_steps.append(1) or step(self, *args))
     assert run_cli(*predict) == 0
+    assert len(sampler_steps) == 2  # --model.objective.init_args.steps 2 took effect (one batch of 2 prompts)
     videos = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
     assert len(videos) == 2 and len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2
     with av.open(str(videos[0])) as container:
