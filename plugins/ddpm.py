@@ -73,7 +73,7 @@ class DDPM(GenerativeObjective):
     def schedule(self, steps, tokens):
         return torch.linspace(1, 0, steps + 1, dtype=torch.float64)
 
-    def step(self, x, prediction, t, t_next):
+    def step(self, x, prediction, t, t_next, model=None):
         x0, noise = self.x0_and_noise(x, prediction.to(x.dtype), t)  # DDIM (eta = 0)
         alpha_next, sigma_next = self.coefficients(torch.as_tensor(t_next, dtype=x.dtype))
         return alpha_next * x0 + sigma_next * noise

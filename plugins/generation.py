@@ -175,8 +175,10 @@ class GenerativeObjective(Objective):
         """Sampling times (steps + 1,) from noise (near 1) down to 0."""
         raise NotImplementedError
 
-    def step(self, x: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-        """One sampler step from time t to t_next."""
+    def step(self, x: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
+             model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """One sampler step from time t to t_next, given the prediction at (x, t); `model(x, t)` is there for
+        samplers that evaluate the network again within the step (e.g. Heun)."""
         raise NotImplementedError
 
     # ---- shared: the network call ---------------------------------------------------------------
@@ -244,13 +246,16 @@ class GenerativeObjective(Objective):
                     clean: torch.Tensor | None = None, progress: bool | None = None) -> torch.Tensor:
         """Integrate from `noise` at t=1 to t=0. `model(x, t)` returns the prediction for x at scalar time t;
         where `clean` (broadcastable to x) is True, x is held at `clean_latents`."""
+        def held(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # the model, with the given frames kept
+            return model(torch.where(clean, clean_latents, x) if clean is not None else x, t)
+
         x = noise
         times = self.schedule(steps, tokens).to(noise.device)
         show = self.progress if progress is None else progress
         for i in tqdm(range(steps), desc=f"{type(self).__name__} sampling", disable=not show, leave=False):
             if clean is not None:
                 x = torch.where(clean, clean_latents, x)
-            x = self.step(x, model(x, times[i]), times[i], times[i + 1])
+            x = self.step(x, model(x, times[i]), times[i], times[i + 1], held)
         return torch.where(clean, clean_latents, x) if clean is not None else x
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ import av
 import pytest
 import torch
 
-from patchworld import DataError, Tokenizer, WorldModel
+from patchworld import ComponentError, DataError, Tokenizer, WorldModel
 from patchworld.data.synthetic import SyntheticClips, collate
 from patchworld.data.video_io import write_video
 from patchworld_plugins import DDPM, DiT, Flow, Pixels, TinyTextEncoder
@@ -38,8 +38,9 @@ def mixture_moments():
     return mean, second - mean**2
 
 
-@pytest.mark.parametrize("objective", [Flow(shift=1.0), Flow(shift=3.0), DDPM(prediction="v"), DDPM(prediction="eps")],
-                         ids=["flow", "flow-shifted", "ddpm-v", "ddpm-eps"])
+@pytest.mark.parametrize("objective", [Flow(shift=1.0), Flow(shift=3.0), Flow(shift=3.0, sampler="heun"),
+                                       DDPM(prediction="v"), DDPM(prediction="eps")],
+                         ids=["flow", "flow-shifted", "flow-heun", "ddpm-v", "ddpm-eps"])
 def test_sampler_reproduces_gaussian_mixture(objective):
     """The sampler fed the exact optimal prediction (a linear function of the posterior means) lands on
     the mixture's mean and variance."""
@@ -54,6 +55,30 @@ def test_sampler_reproduces_gaussian_mixture(objective):
     mean, variance = mixture_moments()
     assert torch.allclose(samples.mean(0), mean, atol=0.06), (samples.mean(0), mean)
     assert torch.allclose(samples.var(0), variance, rtol=0.06), (samples.var(0), variance)
+
+
+def test_heun_is_second_order():
+    """On the exact mixture velocity field, Heun's error against a fine reference solution of the same ODE
+    shrinks ~4x per halving of the step (2nd order) and is far below Euler's at the same network calls."""
+
+    def integrate(sampler: str, steps: int) -> torch.Tensor:
+        flow = Flow(shift=1.0, sampler=sampler, progress=False)
+
+        def model(x, t):
+            alpha, sigma = flow.coefficients(torch.as_tensor(t, dtype=torch.float64))
+            x0, noise = mixture_posterior(x, alpha, sigma)
+            return flow.target(x0, noise, t)
+
+        noise = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return flow.sample_loop(model, noise, steps=steps)
+
+    reference = integrate("heun", 400)
+    error = {(sampler, steps): (integrate(sampler, steps) - reference).abs().mean().item()
+             for sampler, steps in [("euler", 20), ("heun", 10), ("heun", 20)]}
+    assert error["heun", 20] < error["heun", 10] / 2.5  # second order (first would be /2)
+    assert error["heun", 10] < error["euler", 20] / 3  # same 20 network calls, several times more accurate
+    with pytest.raises(ComponentError, match="Flow.sampler 'rk4'; valid samplers: euler, heun"):
+        Flow(sampler="rk4")
 
 
 def test_flow_shift_depends_on_tokens():
