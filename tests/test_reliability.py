@@ -40,7 +40,7 @@ def frames_of(path: Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
-def test_command_line_sampling_settings_win_over_the_checkpoint(run_cli, tmp_path):
+def test_command_line_sampling_settings_win_over_the_checkpoint(run_cli, tmp_path, monkeypatch):
     """The documented `predict ... --model.objective.init_args.steps N --guidance G` changes the samples."""
     recipe = str(RECIPES / "sora-tiny.yaml")
     assert run_cli("fit", "--config", recipe, *SORA_TINY, "--trainer.max_steps", "3", "--trainer.max_time", "null",
@@ -60,6 +60,14 @@ def test_command_line_sampling_settings_win_over_the_checkpoint(run_cli, tmp_pat
     assert not np.array_equal(sample("--model.objective.init_args.steps", "4"), one_step)
     assert not np.array_equal(sample("--model.objective.init_args.steps", "1", "--model.objective.init_args.guidance",
                                      "7.0"), one_step)
+    from patchworld_plugins.generation import GenerativeObjective
+
+    calls, denoise = [], GenerativeObjective.denoise
+    monkeypatch.setattr(GenerativeObjective, "denoise", lambda self, *a, **k: calls.append(1) or denoise(self, *a, **k))
+    sample("--model.objective.init_args.steps", "2")
+    euler_calls, calls[:] = len(calls), []
+    sample("--model.objective.init_args.steps", "2", "--model.objective.init_args.sampler", "heun")
+    assert (euler_calls, len(calls)) == (2, 3)  # Heun: a second network call on every step but the last
 
 
 def tiny_world(max_bad_steps: int = 0, nan_steps=()) -> WorldModel:
