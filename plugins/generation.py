@@ -14,6 +14,7 @@ they come out exactly as given.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -22,13 +23,24 @@ from tqdm.auto import tqdm
 from patchworld import ComponentError, DataError, Objective, unpatchify
 from patchworld.randomness import Generators, draw, of_sample, sample_generators
 
-#: task -> what is given (in pixel frames)
-TASKS = {
-    "t2v": "nothing: text to video",
-    "i2v": "the first frame: image to video",
-    "extend_forward": "the first `context_frames` frames: continue a video",
-    "extend_backward": "the last `context_frames` frames: generate what led up to them",
-    "interpolate": "the first and last frames: fill in between",
+@dataclass(frozen=True)
+class Task:
+    """A generative task: which frames of an n-frame clip are given (kept exactly) and the model fills in the
+    rest. The one description both training (on latent frames, k drawn per clip) and sampling (on pixel
+    frames, k = `context_frames`) read, so a new task is one entry of `TASKS`."""
+
+    description: str
+    given: Callable[[int, int], list[int]]  # (frames n, context k) -> the given frame indices
+    uses_context: bool = False  # whether k (1 .. n-1 frames of context) matters
+
+
+TASKS: dict[str, Task] = {
+    "t2v": Task("nothing: text to video", lambda n, k: []),
+    "i2v": Task("the first frame: image to video", lambda n, k: [0]),
+    "extend_forward": Task("the first `context_frames` frames: continue a video", lambda n, k: list(range(k)), True),
+    "extend_backward": Task("the last `context_frames` frames: generate what led up to them",
+                            lambda n, k: list(range(n - k, n)), True),
+    "interpolate": Task("the first and last frames: fill in between", lambda n, k: [0, n - 1]),
 }
 DEFAULT_MIXTURE = {"t2v": 0.6, "i2v": 0.15, "extend_forward": 0.1, "extend_backward": 0.05, "interpolate": 0.1}
 
@@ -39,17 +51,10 @@ def task_frames(task: str, frames: int, context_frames: int = 4) -> list[int]:
         raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     if task != "t2v" and frames < 2:
         raise DataError(f"task {task!r} needs a clip of at least 2 frames, got {frames}")
-    k = context_frames
-    if task.startswith("extend") and not 1 <= k < frames:
-        raise DataError(f"context_frames={k} is out of range for task {task!r} on a {frames}-frame clip: give 1 to "
-                        f"{frames - 1} (some frames must be left to generate)")
-    return {
-        "t2v": [],
-        "i2v": [0],
-        "extend_forward": list(range(k)),
-        "extend_backward": list(range(frames - k, frames)),
-        "interpolate": [0, frames - 1],
-    }[task]
+    if TASKS[task].uses_context and not 1 <= context_frames < frames:
+        raise DataError(f"context_frames={context_frames} is out of range for task {task!r} on a {frames}-frame "
+                        f"clip: give 1 to {frames - 1} (some frames must be left to generate)")
+    return TASKS[task].given(frames, context_frames)
 
 
 def check_frame_indices(indices: list[int], frames: int, what: str = "given frames") -> list[int]:
@@ -100,19 +105,11 @@ def training_clean_mask(batch: int, latent_frames: int, mixture: dict[str, float
         return clean  # images: text-to-image only
     names, weights = zip(*mixture.items())
     weights = torch.tensor(weights, dtype=torch.float)
-    for b in range(batch):  # nothing is drawn that is not used (one task: no draw; k only for extensions)
+    for b in range(batch):  # nothing is drawn that is not used (one task: no draw; k only where it matters)
         g = of_sample(generator, b)
-        task = names[int(torch.multinomial(weights, 1, generator=g))] if len(names) > 1 else names[0]
-        if task.startswith("extend"):
-            k = int(torch.randint(1, latent_frames, (), generator=g))  # 1 .. latent_frames - 1
-        if task == "i2v":
-            clean[b, 0] = True
-        elif task == "extend_forward":
-            clean[b, :k] = True
-        elif task == "extend_backward":
-            clean[b, latent_frames - k :] = True
-        elif task == "interpolate":
-            clean[b, [0, -1]] = True
+        task = TASKS[names[int(torch.multinomial(weights, 1, generator=g))] if len(names) > 1 else names[0]]
+        k = int(torch.randint(1, latent_frames, (), generator=g)) if task.uses_context else 0  # 1 .. t - 1
+        clean[b, task.given(latent_frames, k)] = True
     return clean
 
 
