@@ -132,7 +132,6 @@ class PatchworldCLI(LightningCLI):
             LightningDataModule,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
             auto_configure_optimizers=False,
             parser_class=PatchworldParser,
             args=args,
@@ -182,16 +181,14 @@ class PatchworldCLI(LightningCLI):
         fresh = [p for p in (run, *run.parents) if not p.exists()] if run else []  # folders this command makes
         try:
             super()._run_subcommand(subcommand)
-        except SystemExit:  # Lightning's answer to Ctrl-C and SIGTERM, after its checkpoint callback saved
+        except BaseException as error:
             trainer = self.trainer
-            if subcommand == "fit" and trainer.interrupted:
+            # SystemExit is Lightning's answer to Ctrl-C and SIGTERM, after its checkpoint callback saved
+            if isinstance(error, SystemExit) and subcommand == "fit" and trainer.interrupted:
                 last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
                 resume = f"; resume with --ckpt_path {last}" if last else "; no checkpoint was saved"
                 print(f"patchworld: interrupted at step {trainer.global_step}{resume}", file=sys.stderr)
                 raise SystemExit(130) from None
-            discard_empty_run(fresh)
-            raise
-        except BaseException:
             discard_empty_run(fresh)
             raise
         trainer = self.trainer

@@ -32,12 +32,10 @@ class NonFiniteGuard(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
         loss, self._loss = self._loss, None
-        named = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            named = []  # fp16 loss scaling handles overflowing gradients itself
-        checks = [loss.float().reshape(1)] if loss is not None else []
-        checks += torch._foreach_norm([grad for _, grad in named]) if named else []
-        if not checks or bool(torch.cat([c.reshape(1).float() for c in checks]).isfinite().all()):
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # fp16 scaling skips inf grads itself
+        named = [] if scaled else [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        values = ([loss] if loss is not None else []) + (list(torch._foreach_norm([g for _, g in named])) if named else [])
+        if not values or bool(torch.stack([v.float() for v in values]).isfinite().all()):
             return  # one host sync per step
         if loss is not None and not bool(loss.isfinite()):
             problem = f"the loss is {float(loss)}"

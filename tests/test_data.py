@@ -284,7 +284,7 @@ def test_training_clip_starts_are_a_function_of_seed_epoch_and_index(tmp_path, m
     def starts(seed=0, epoch=0):
         data = VideoFolder(str(tmp_path), frames=4, size=(32, 32), val_fraction=0.0, seed=seed)
         data.setup("fit")
-        data.set_epoch(epoch)
+        data.splits["train"].set_epoch(epoch)  # what the loader does before each epoch
         random.seed(len(starts.calls))  # the global random module plays no part
         starts.calls.append(1)
         return [data.splits["train"][0]["video"] for _ in range(2)]

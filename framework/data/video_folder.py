@@ -82,11 +82,9 @@ def scan_folder(root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
             continue
         if path.is_symlink() and not path.exists():
             try:
-                path.stat()
-                problem = "cannot be followed"
+                path.stat()  # raises: why the link cannot be followed (missing target, a loop)
             except OSError as error:
-                problem = error.strerror or type(error).__name__
-            problems[path] = f"{path}: link to {path.readlink()} cannot be followed ({problem})"
+                problems[path] = f"{path}: link to {path.readlink()} cannot be followed ({error.strerror})"
         elif not path.is_file():
             problems[path] = f"{path}: not a regular file"
         candidates.append(path)
@@ -196,8 +194,8 @@ class VideoFolder(pl.LightningDataModule):
         batch_size: clips per batch.
         val_fraction: fraction of files (chosen by a hash of the path, so stable) held out for val/test.
         num_workers: DataLoader worker processes.
-        seed: training clips start at a point that is a pure function of (seed, epoch, index); the epoch is
-            set with `set_epoch(epoch)` (default 0).
+        seed: training clips start at a point that is a pure function of (seed, epoch, index); the loader
+            hands each split its epoch (`VideoClips.set_epoch`).
         max_bad_fraction: the run fails (a one-line DataError naming the folder, the count and the fraction)
             only when more than this fraction of the folder's video files turns out unreadable, at setup or
             while training; fewer are skipped, each named once in a warning, and summed up at teardown.
@@ -233,11 +231,6 @@ class VideoFolder(pl.LightningDataModule):
         seeded start, or from the middle of its video); unreadable files are recorded for the whole folder."""
         return VideoClips(videos, self.root, self.classes, self.frames, self.size, self.fps, random_start,
                           self.seed, self.unreadable)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of every split (training clip starts depend on it)."""
-        for split in self.splits.values():
-            split.set_epoch(epoch)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """In the main process: take the files a batch's items skipped (found unreadable, maybe in a worker)
