@@ -6,7 +6,7 @@ The import name ``patchworld`` maps to the ``framework/`` folder; first-party pl
 """
 from .errors import ComponentError, DataError, PatchworldError
 from .hookspecs import hookimpl
-from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
+from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer, split_past_future
 from .model import WorldModel
 from .patches import PatchEmbed3d, gather_tokens, grid_positions, patchify, unpatchify
 from .plugins import load_plugins
@@ -15,5 +15,5 @@ from .positions import Rope3d, sincos_3d
 __all__ = [
     "Backbone", "ComponentError", "Conditioner", "DataError", "Decoder", "Objective", "PatchEmbed3d",
     "PatchworldError", "Rope3d", "Tokenizer", "WorldModel", "gather_tokens", "grid_positions", "hookimpl",
-    "load_plugins", "patchify", "sincos_3d", "unpatchify",
+    "load_plugins", "patchify", "sincos_3d", "split_past_future", "unpatchify",
 ]

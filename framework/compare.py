@@ -5,15 +5,20 @@ checkpoint) and every baseline (raw pixels, a random-init network):
 
 1. **cost**: training FLOPs per step (torch.utils.flop_counter on one forward+backward), steps, wall time,
    parameters and peak memory;
-2. **features**: each clip of the probe splits goes through the frozen model's own `features()` once and
-   is kept in memory (float16 tokens); a generative objective's (layer, noise level) is chosen by a small
-   search on the validation split and the fixed default is reported too;
+2. **features**: every model's layer (and, for a generative model, noise level) is chosen by the same
+   search on the validation split (`Objective.feature_options`, a linear probe over all tasks); each
+   point's features are extracted once, and the chosen and the fixed default ones are kept for every
+   probe run (float16 tokens) and saved under ``<output>/features/<model>/`` (a model can be given
+   precomputed features instead: `models[i].features`);
 3. **probes**: the same attentive and linear probes with the same (lr, weight decay) sweep for every model,
-   chosen on validation, scored on test, over several seeds and label fractions;
-4. **surprise**: AUROC of the model's own `surprise()` separating impossible clips from their possible
-   twins, per violation type.
+   chosen on validation, scored on test, over several seeds and label fractions, with bootstrap 95%
+   intervals over test clips; the differences the report prints are paired bootstraps on the same clips,
+   labelled resolved or within noise;
+4. **physics**: each model's own predictive surprise on matched possible/impossible sets
+   (`patchworld.evaluation.physics`, the code behind ``patchworld physics``).
 
-It writes report.md, results.json and plots (compare-*.png) atomically under the output directory.
+Every trained model is joined by its random-init control (the same recipe, untrained). It writes
+report.md, results.json and plots (compare-*.png, physics-*.png) atomically under the output directory.
 
     patchworld compare --config recipes/compare-tiny.yaml
     patchworld compare --config recipes/compare-tiny.yaml --output runs/my-study --probe.seeds 5
@@ -33,15 +38,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.synthetic import TASKS, VIOLATIONS, collate, render
-from .data.video_io import check_writable
-from .precision import autocast_bf16
 from .checkpoints import check_fits, load_checkpoint
 from .compare_report import write_outputs
 from .cost import PeakMemory, count_parameters, train_step_flops
+from .data.synthetic import TASKS, collate
+from .data.video_io import check_writable
 from .errors import ComponentError, DataError, PatchworldError
+from .evaluation.physics import PhysicsRun, PhysicsSpec, as_spec, ranked_pairs, write_physics
+from .evaluation.statistics import accuracy_estimate, label, paired_difference
 from .patches import grid_positions, patchify
-from .probes import PROBES, FeatureSet, auroc, extract_features, probe_inputs, probe_sweep
+from .precision import autocast_bf16
+from .probes import PROBES, FeatureSet, extract_features, load_features, probe_inputs, probe_sweep, save_features
 
 FAMILIES: dict[str, list[str]] = {
     "appearance": ["shape", "colour"],
@@ -52,14 +59,6 @@ FAMILIES: dict[str, list[str]] = {
 
 # ---- the study config ---------------------------------------------------------------------------------
 @dataclass
-class FeatureSearch:
-    """Grid for a generative objective's features: `depth` (DiT blocks) x `timestep` (noise level)."""
-
-    depth: list[int] = field(default_factory=lambda: [2, 4])
-    timestep: list[float] = field(default_factory=lambda: [0.1, 0.5])
-
-
-@dataclass
 class ModelSpec:
     """One model of the study.
 
@@ -68,8 +67,11 @@ class ModelSpec:
     checkpoint: a patchworld .ckpt to load instead of training (the recipe is then optional).
     overrides: extra CLI arguments for the recipe (e.g. ["--model.backbone.init_args.depth", "2"]).
     train: false probes the recipe's seeded random initialisation (a baseline; no training cost).
-    search: (depth, timestep) grid searched on validation for objectives with `feature_depth` and
-        `feature_timestep` (DiT + Flow/DDPM); the objective's own default is reported too.
+    control: also compare the recipe's random initialisation, as ``<name>-random``.
+    search: where the layer search looks, {option: [values]} (default: the objective's own
+        `feature_options`, e.g. every depth, and for a diffusion model three noise levels too).
+    features: a folder of precomputed features (train/val/test.safetensors, as this command saves them
+        under <output>/features/<model>/chosen) to probe instead of a model; no search, no physics.
     """
 
     name: str
@@ -77,7 +79,9 @@ class ModelSpec:
     checkpoint: str | None = None
     overrides: list[str] = field(default_factory=list)
     train: bool = True
-    search: FeatureSearch | None = None
+    control: bool = True
+    search: dict[str, list] | None = None
+    features: str | None = None
 
 
 @dataclass
@@ -89,11 +93,10 @@ class DataSpec:
     batch_size: training batch size for every model.
     probe_train / probe_val / probe_test: clips of each probe split (SyntheticWorld's train/val/test splits
         with `probe_seed`, disjoint from the training clips).
-    surprise_pairs: impossible/possible twin pairs per violation type.
     object_scale: SyntheticWorld's object size factor, the same for every model (a recipe's own is overridden).
     folder: a VideoFolder root with one sub-folder per class: models train on its training files and the
         probes predict the sub-folder label (task "label"); its held-out files are split in two for
-        validation and test; no surprise (it needs twins).
+        validation and test (physics then needs `physics.folder`: matched sets of your own).
     """
 
     frames: int = 8
@@ -108,8 +111,6 @@ class DataSpec:
     probe_train: int = 256
     probe_val: int = 128
     probe_test: int = 256
-    surprise_pairs: int = 32
-    violations: list[str] = field(default_factory=lambda: list(VIOLATIONS[1:]))
     folder: str | None = None
     folder_val_fraction: float = 0.4
 
@@ -149,6 +150,16 @@ class PixelFeatures(nn.Module):
 
     def fit_frames(self, frames: int) -> int:
         return frames - frames % self.patch_size[0]
+
+    def surprise(self, video: torch.Tensor, context: int) -> torch.Tensor:
+        """Copy-last-frame prediction (B, T): each step of `patch_size[0]` frames after a `context`-frame
+        window is predicted to look like the window's last frame; squared error (NaN before `context`)."""
+        B, T, step = video.shape[0], video.shape[2], self.patch_size[0]
+        curve = torch.full((B, T), float("nan"), device=video.device)
+        for start in range(context, T - step + 1, step):
+            error = (video[:, :, start : start + step] - video[:, :, start - 1 : start]).float().pow(2)
+            curve[:, start : start + step] = error.mean(dim=(1, 2, 3, 4))[:, None]
+        return curve
 
     def features(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # video (B, 3, T, H, W) -> tokens (B, N, 3*pt*ph*pw), positions (B, N, 3)
@@ -200,24 +211,33 @@ class Study:
     def __init__(self, models: list[ModelSpec], baselines: list[Baseline], data: DataSpec, probe: ProbeSpec,
                  budget_flops: float | None, output: Path, tasks: dict[str, list[str]] | None = None,
                  extract_batch_size: int = 64, bf16: bool = True, device: str = "cpu", progress: bool = True,
-                 probe_threads: int | None = None):
+                 probe_threads: int | None = None, physics: PhysicsSpec | None = None):
         self.models, self.baselines, self.data, self.probe = models, baselines, data, probe
         self.budget_flops, self.output = budget_flops, Path(output)
         self.families = tasks or ({"label": ["label"]} if data.folder else FAMILIES)
         self.tasks = [task for family in self.families.values() for task in family]
-        if not data.folder:
+        if not data.folder and (baselines or any(not m.features for m in models)):  # SyntheticWorld's labels
             unknown = sorted(set(self.tasks) - set(TASKS))
             if unknown:
                 raise ComponentError(f"compare: unknown task(s) {unknown} under tasks; SyntheticWorld tasks: {', '.join(TASKS)}")
-        unknown = sorted(set(data.violations) - set(VIOLATIONS[1:]))
-        if unknown:
-            raise ComponentError(f"compare: unknown violation(s) {unknown} under data.violations; valid: {', '.join(VIOLATIONS[1:])}")
-        names = [m.name for m in models] + [b.name for b in baselines]
+        names = [m.name for m in models] + [f"{m.name}-random" for m in models if m.control and m.train and not m.features]
+        names += [b.name for b in baselines]
         if len(set(names)) != len(names):
             raise ComponentError(f"compare: model and baseline names must be unique, got {names}")
         self.extract_batch_size, self.bf16, self.device = extract_batch_size, bf16, torch.device(device)
         self.progress, self.probe_threads = progress, probe_threads
         self._clips: dict[str, list[dict]] = {}
+        # matched sets need SyntheticWorld clips, or your own under physics.folder
+        self.physics_spec = physics if physics is not None and (not data.folder or physics.folder) else None
+        self._physics: PhysicsRun | None = None
+        self.correct: dict[str, dict] = {}  # name -> {probe: {fraction: {task: (seeds, N) bool}}}
+
+    @property
+    def physics(self) -> PhysicsRun | None:
+        """The physics scoring (its matched sets rendered on first use), or None for a study without it."""
+        if self._physics is None and self.physics_spec is not None:
+            self._physics = PhysicsRun(self.physics_spec, self.bf16, self.device.type)
+        return self._physics
 
     # ---- data -----------------------------------------------------------------------------------------
     def data_config(self, frames: int) -> dict:
@@ -272,20 +292,6 @@ class Study:
         splits = {"train": train, "val": held[0::2], "test": held[1::2]}
         return {name: list(DataLoader(folder.clips(videos), batch_size=self.extract_batch_size, collate_fn=folder_collate))
                 for name, videos in splits.items()}
-
-    def surprise_pairs(self, violation: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(impossible, possible) clips (P, 3, T, H, W): twins rendered from the same random state."""
-        d = self.data
-        impossible, possible = [], []
-        code = VIOLATIONS.index(violation)
-        for i in range(d.surprise_pairs):
-            seed = [d.probe_seed, 99, code, i]
-            kwargs = dict(frames=d.frames, height=d.size[0], width=d.size[1], max_objects=d.max_objects,
-                          gravity_prob=d.gravity_prob, reverse_prob=0.0, object_scale=d.object_scale)
-            impossible.append(render(np.random.default_rng(seed), violation=violation, **kwargs)["video"])
-            possible.append(render(np.random.default_rng(seed), violation="none",
-                                   collision_course=violation == "pass_through", **kwargs)["video"])
-        return torch.stack(impossible), torch.stack(possible)
 
     # ---- models --------------------------------------------------------------------------------------------
     def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
@@ -367,27 +373,73 @@ class Study:
                                "train_flops": flops * steps, "wall_time_s": wall, "peak_memory_mb": memory.peak_mb,
                                "parameters": count_parameters(model), "checkpoint": str(root / "last.ckpt")}
 
-    # ---- features, probes, surprise ---------------------------------------------------------------
-    def features(self, model, frames: int) -> dict[str, FeatureSet]:
-        """Features of the three probe splits (float16 tokens kept for the attentive probe)."""
+    # ---- features and probes --------------------------------------------------------------------
+    def features(self, model, frames: int, where: dict, keep_tokens: bool = True) -> dict[str, FeatureSet]:
+        """Features of the three probe splits read at `where` (float16 tokens kept for the attentive probe)."""
         dtype = torch.bfloat16 if autocast_bf16(self.bf16, self.device) else None
         out = {}
         for split in ("train", "val", "test"):
             batches = ({**b, "video": b["video"][:, :, :frames]} for b in self.probe_clips(split))
-            feats = extract_features(model, batches, keep_tokens=True, autocast_dtype=dtype, device=self.device)
-            if feats.tokens is None:
+            feats = extract_features(model, batches, keep_tokens=keep_tokens, autocast_dtype=dtype, device=self.device,
+                                     where=where)
+            if keep_tokens and feats.tokens is None:
                 raise PatchworldError("compare: clips of one split gave different token counts; use one clip size")
-            feats.tokens = feats.tokens.half()
+            if feats.tokens is not None:
+                feats.tokens = feats.tokens.half()
             out[split] = feats
         return out
 
-    def probes(self, feats: dict[str, FeatureSet], bar, fractions=None, seeds=None, kinds=PROBES) -> dict:
-        """{probe: {fraction: {task: mean_std of test accuracy over seeds}}} plus the chosen sweep points."""
+    def search_grid(self, model, spec) -> list[dict]:
+        """Every point the layer search tries: the product of the objective's `feature_options` (or the
+        spec's `search`)."""
+        if isinstance(model, PixelFeatures):
+            return []
+        options = getattr(spec, "search", None) or model.objective.feature_options(model)
+        unknown = sorted(set(options) - set(model.objective.feature_options(model)))
+        if unknown:
+            raise ComponentError(f"models[{spec.name}].search: {type(model.objective).__name__} has no feature option "
+                                 f"{unknown}; its options: {', '.join(model.objective.feature_options(model)) or 'none'}")
+        points = [{}]
+        for key, values in options.items():
+            points = [p | {key: v} for p in points for v in values]
+        return points if points != [{}] else []
+
+    def search_score(self, feats: dict[str, FeatureSet], bar) -> float:
+        """The search's criterion: mean validation accuracy over all tasks of the linear probe (100% labels,
+        seed 0, the same sweep); validation only."""
+        result = self.probes(feats, bar, fractions=[1.0], seeds=1, kinds=("linear",))[0]["linear"]["1.0"]
+        return statistics.fmean(result[t]["val"] for t in self.tasks)
+
+    def choose_features(self, model, frames: int, spec, bar) -> tuple[dict, dict, dict | None]:
+        """(chosen features, default features, search record): every point of the grid is extracted once and
+        scored on validation; the default (the objective's own reading) is always kept and reported."""
+        bar.set_postfix_str("features at the default reading")
+        default = self.features(model, frames, {})
+        grid = self.search_grid(model, spec)
+        if not grid:
+            return default, default, None
+        default_score = self.search_score(default, bar)
+        record, best, best_score = [], None, default_score
+        for where in grid:
+            bar.set_postfix_str(f"layer search {where}")
+            feats = self.features(model, frames, where)
+            score = self.search_score(feats, bar)
+            record.append(where | {"val_accuracy": score})
+            if score > best_score:  # strictly better than the default (and than every earlier point)
+                best, best_score, chosen = where, score, feats
+        search = {"grid": record, "default_val_accuracy": default_score, "chosen": best if best is not None else "default"}
+        return (chosen if best is not None else default), default, search
+
+    def probes(self, feats: dict[str, FeatureSet], bar, fractions=None, seeds=None,
+               kinds=PROBES) -> tuple[dict, dict]:
+        """({probe: {fraction: {task: test accuracy over seeds, its 95% interval, the chosen sweep points}}},
+        {probe: {fraction: {task: (seeds, N) bool per test clip}}})."""
         p = self.probe
         results: dict = {}
+        correct: dict = {}
         for kind in kinds:
             train, val, test = probe_inputs(kind, feats["train"], feats["val"], feats["test"])
-            per_fraction = {}
+            per_fraction, correct[kind] = {}, {}
             for fraction in fractions or p.fractions:
                 runs = []
                 for seed in range(seeds or p.seeds):
@@ -395,101 +447,110 @@ class Study:
                     with torch_threads(self.probe_threads):
                         runs.append(probe_sweep(kind, train, val, test, self.tasks, p.lrs, p.weight_decays, p.steps,
                                                 seed, fraction, p.heads, p.batch_size))
+                verdicts = {task: torch.stack([r[task].test_correct for r in runs]) for task in self.tasks}
+                correct[kind][str(fraction)] = verdicts
                 per_fraction[str(fraction)] = {
                     task: mean_std([r[task].test_accuracy for r in runs])
-                    | {"val": statistics.fmean(r[task].val_accuracy for r in runs),
+                    | {"ci": accuracy_estimate(verdicts[task]).as_dict(),
+                       "val": statistics.fmean(r[task].val_accuracy for r in runs),
                        "chance": runs[0][task].chance,
                        "chosen": [{"lr": r[task].lr, "weight_decay": r[task].weight_decay} for r in runs]}
                     for task in self.tasks}
             results[kind] = per_fraction
-        return results
+        return results, correct
 
-    def feature_search(self, model, frames: int, search: FeatureSearch, bar) -> dict:
-        """Pick the (depth, timestep) of a generative objective's features by mean validation accuracy of
-        the linear probe (100% labels, seed 0, the same sweep) over all tasks."""
-        objective = model.objective
-        if not all(hasattr(objective, a) for a in ("feature_depth", "feature_timestep")):
-            raise ComponentError(f"compare: search needs an objective with feature_depth and feature_timestep "
-                                 f"(e.g. Flow, DDPM); {type(objective).__name__} has neither")
-        default = {"depth": objective.feature_depth, "timestep": objective.feature_timestep}
-        grid = []
-        for depth in search.depth:
-            for timestep in search.timestep:
-                objective.feature_depth, objective.feature_timestep = depth, timestep
-                bar.set_postfix_str(f"feature search depth={depth} t={timestep}")
-                feats = self.features(model, frames)
-                result = self.probes(feats, bar, fractions=[1.0], seeds=1, kinds=("linear",))["linear"]["1.0"]
-                grid.append({"depth": depth, "timestep": timestep,
-                             "val_accuracy": statistics.fmean(result[t]["val"] for t in self.tasks)})
-        best = max(grid, key=lambda g: g["val_accuracy"])  # validation only
-        objective.feature_depth, objective.feature_timestep = default["depth"], default["timestep"]
-        return {"grid": grid, "chosen": {"depth": best["depth"], "timestep": best["timestep"]}, "default": default}
+    def family_correct(self, correct: dict, kind: str, fraction: str, family: str) -> torch.Tensor:
+        """(seeds, N) float: per test clip, the fraction of a family's tasks the probe gets right."""
+        return torch.stack([correct[kind][fraction][t].float() for t in self.families[family]]).mean(0)
 
-    @torch.no_grad()
-    def surprise(self, model, frames: int, bar) -> dict | None:
-        """{violation: {auroc, pair_accuracy, impossible, possible}} from the model's own surprise()."""
-        if self.data.folder or not hasattr(model, "surprise"):
-            return None
-        out = {}
-        model.eval()
-        for violation in self.data.violations:
-            bar.set_postfix_str(f"surprise: {violation}")
-            impossible, possible = self.surprise_pairs(violation)
-            scores = []
-            try:
-                for clips in (impossible, possible):
-                    scores.append(torch.cat([model.surprise(clips[i : i + self.extract_batch_size, :, :frames].to(self.device)).float().cpu()
-                                             for i in range(0, len(clips), self.extract_batch_size)]))
-            except NotImplementedError:
-                return None
-            labels = torch.cat([torch.ones(len(scores[0])), torch.zeros(len(scores[1]))])
-            out[violation] = {"auroc": auroc(torch.cat(scores), labels),
-                              "pair_accuracy": float((scores[0] > scores[1]).float().mean()),
-                              "impossible_mean": float(scores[0].mean()), "possible_mean": float(scores[1].mean())}
-        return out
-
-    def summarise(self, probes: dict) -> dict:
-        """Mean test accuracy per family at each fraction, per probe."""
-        return {kind: {fraction: {family: statistics.fmean(per_task[t]["mean"] for t in tasks)
+    def summarise(self, probes: dict, correct: dict) -> dict:
+        """Mean test accuracy per family at each fraction, per probe, with its 95% interval over test clips."""
+        return {kind: {fraction: {family: {"mean": statistics.fmean(per_task[t]["mean"] for t in tasks),
+                                           "ci": accuracy_estimate(self.family_correct(correct, kind, fraction, family)).as_dict()}
                                   for family, tasks in self.families.items()}
                        for fraction, per_task in per_fraction.items()}
                 for kind, per_fraction in probes.items()}
+
+    def differences(self, controls: dict[str, str]) -> dict:
+        """{probe: {family: [a - b ...]}} at the largest label fraction: each model against its random-init
+        control and against the next one down, paired bootstrap over the shared test clips, labelled."""
+        top = str(max(self.probe.fractions))
+        out: dict = {}
+        for kind in PROBES:
+            out[kind] = {}
+            for family in self.families:
+                per_clip = {name: self.family_correct(c, kind, top, family) for name, c in self.correct.items()}
+                order = sorted(per_clip, key=lambda n: -float(per_clip[n].mean()))
+                pairs = [(m, c) for m, c in controls.items() if m in per_clip and c in per_clip]
+                pairs += [(a, b) for a, b in zip(order, order[1:]) if (a, b) not in pairs and (b, a) not in pairs]
+                out[kind][family] = []
+                for a, b in pairs:
+                    estimate = paired_difference(per_clip[a], per_clip[b])
+                    out[kind][family].append({"a": a, "b": b, **estimate.as_dict(), "label": label(estimate)})
+        return out
 
     # ---- the whole study --------------------------------------------------------------------------------
     def run(self) -> dict:
         start = time.perf_counter()
         torch.manual_seed(0)
-        entries = [("model", m) for m in self.models] + [("baseline", b) for b in self.baselines]
         results: dict = {"config": None, "families": self.families, "models": {}}
-        bar = tqdm(entries, desc="compare", unit="model", disable=not self.progress)
+        controls: dict[str, str] = {}
+        bar = tqdm(self.entries(), desc="compare", unit="model", disable=not self.progress)
         for role, spec in bar:
             bar.set_description(f"compare [{spec.name}]")
             entry: dict = {"role": role}
-            if role == "baseline" and spec.kind == "pixels":
-                model, frames = PixelFeatures(spec.patch_size), PixelFeatures(spec.patch_size).fit_frames(self.data.frames)
-                entry["cost"] = {"source": "pixels", "flops_per_step": 0, "steps": 0, "train_flops": 0,
-                                 "wall_time_s": 0.0, "peak_memory_mb": None, "parameters": 0}
-            else:
-                if role == "baseline":
-                    spec = ModelSpec(spec.name, recipe=spec.recipe, overrides=spec.overrides, train=False)
-                model, frames, entry["cost"] = self.prepare_model(spec, bar)
-            entry["frames"] = frames
             started = time.perf_counter()
-            if getattr(spec, "search", None) is not None:
-                search = self.feature_search(model, frames, spec.search, bar)
-                entry["feature_search"] = search
-                entry["probes_default"] = self.probes(self.features(model, frames), bar)
-                entry["families_default"] = self.summarise(entry["probes_default"])
-                model.objective.feature_depth = search["chosen"]["depth"]
-                model.objective.feature_timestep = search["chosen"]["timestep"]
-            entry["probes"] = self.probes(self.features(model, frames), bar)
-            entry["families"] = self.summarise(entry["probes"])
-            entry["surprise"] = self.surprise(model, frames, bar) if not isinstance(model, PixelFeatures) else None
+            if getattr(spec, "features", None):  # precomputed: probes only
+                feats = {split: load_features(Path(spec.features) / f"{split}.safetensors") for split in ("train", "val", "test")}
+                chosen = default = feats
+                entry["cost"], search, model = {"source": "features", "parameters": None}, None, None
+            else:
+                model, frames, entry["cost"] = self.prepare(role, spec, bar)
+                entry["frames"] = frames
+                chosen, default, search = self.choose_features(model, frames, spec, bar)
+                for which, feats in (("chosen", chosen), ("default", default)):
+                    for split, f in feats.items():
+                        save_features(f, self.output / "features" / spec.name / which / f"{split}.safetensors")
+            if role == "control":
+                controls[spec.name[: -len("-random")]] = spec.name
+            entry["feature_search"] = search
+            entry["probes"], self.correct[spec.name] = self.probes(chosen, bar)
+            entry["families"] = self.summarise(entry["probes"], self.correct[spec.name])
+            if chosen is not default:
+                entry["probes_default"], correct = self.probes(default, bar)
+                entry["families_default"] = self.summarise(entry["probes_default"], correct)
+            if model is not None and self.physics is not None:
+                bar.set_postfix_str("physics")
+                self.physics.add(spec.name, model.to(self.device) if hasattr(model, "to") else model, bar)
             entry["eval_time_s"] = time.perf_counter() - started
             results["models"][spec.name] = entry
             del model
+        results["differences"] = self.differences(controls)
+        if self._physics is not None:
+            results["physics"] = self._physics.results(ranked_pairs(self._physics, controls))
         results["wall_time_s"] = time.perf_counter() - start
         return results
+
+    def entries(self) -> list[tuple[str, Any]]:
+        """(role, spec) in order: each model, then its random-init control, then the baselines."""
+        out = []
+        for m in self.models:
+            out.append(("model", m))
+            if m.control and m.train and not m.features:
+                out.append(("control", ModelSpec(f"{m.name}-random", recipe=m.recipe, overrides=m.overrides,
+                                                 train=False, search=m.search)))
+        return out + [("baseline", b) for b in self.baselines]
+
+    def prepare(self, role: str, spec, bar) -> tuple[Any, int, dict]:
+        """(model, frames, cost) for any entry: a pixel baseline, an untrained network, or a model."""
+        if role == "baseline" and spec.kind == "pixels":
+            pixels = PixelFeatures(spec.patch_size)
+            return pixels, pixels.fit_frames(self.data.frames), {
+                "source": "pixels", "flops_per_step": 0, "steps": 0, "train_flops": 0, "wall_time_s": 0.0,
+                "peak_memory_mb": None, "parameters": 0}
+        if role == "baseline":
+            spec = ModelSpec(spec.name, recipe=spec.recipe, overrides=spec.overrides, train=False)
+        return self.prepare_model(spec, bar)
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
@@ -504,8 +565,10 @@ def parser():
     p.add_argument("--output", type=str, default="runs/compare", help="where report.md, results.json and plots go")
     p.add_argument("--models", type=list[ModelSpec], default=[], help="models to train (or load) and compare")
     p.add_argument("--baselines", type=list[Baseline], default=[], help="untrained feature sources")
-    p.add_argument("--data", type=DataSpec, default=DataSpec(), help="clips for training, probes and surprise")
+    p.add_argument("--data", type=DataSpec, default=DataSpec(), help="clips for training and probes")
     p.add_argument("--probe", type=ProbeSpec, default=ProbeSpec(), help="the probe protocol")
+    p.add_argument("--physics", type=PhysicsSpec, default=PhysicsSpec(),
+                   help="matched physics sets and their scoring (as for patchworld physics)")
     p.add_argument("--tasks", type=dict[str, list[str]] | None, default=None,
                    help="task families {family: [task, ...]} (default appearance/motion/physics)")
     p.add_argument("--budget_flops", type=float | None, default=None,
@@ -521,8 +584,8 @@ def parser():
     return p
 
 
-def compare_command(argv: list[str]) -> int:
-    """Compare world models' frozen features (probes), physics surprise and cost; writes report.md."""
+def parse_study(argv: list[str]):
+    """(parsed namespace with instantiated specs, the config as a plain dict) of a study's arguments."""
     from .cli import resolve_recipe_args
     from .plugins import load_plugins
 
@@ -534,34 +597,72 @@ def compare_command(argv: list[str]) -> int:
     init = p.instantiate_classes(cfg)
     if not init.models and not init.baselines:
         raise PatchworldError("compare: the config lists no models and no baselines (keys: models, baselines)")
+    return init, config
+
+
+def compare_command(argv: list[str]) -> int:
+    """Compare world models' frozen features (probes), physics surprise and cost; writes report.md."""
+    init, config = parse_study(argv)
     check_writable(Path(init.output) / "report.md")  # now, not after an hour of training
     results = run_study(init, config)
     print(f"wrote {Path(init.output) / 'report.md'} ({results['wall_time_s'] / 60:.1f} min)")
     return 0
 
 
-def run_study(init, config: dict | None = None) -> dict:
-    """Run a parsed study config (the namespace `parser()` gives) and write its outputs."""
+def make_study(init) -> Study:
     if init.threads:
         torch.set_num_threads(init.threads)
-    study = Study([_as(ModelSpec, m) for m in init.models], [_as(Baseline, b) for b in init.baselines],
-                  _as(DataSpec, init.data), _as(ProbeSpec, init.probe), init.budget_flops, Path(init.output),
-                  init.tasks, init.extract_batch_size, init.bf16, init.device, init.progress, init.probe_threads)
+    return Study([_as(ModelSpec, m) for m in init.models], [_as(Baseline, b) for b in init.baselines],
+                 _as(DataSpec, init.data), _as(ProbeSpec, init.probe), init.budget_flops, Path(init.output),
+                 init.tasks, init.extract_batch_size, init.bf16, init.device, init.progress, init.probe_threads,
+                 as_spec(init.physics))
+
+
+def run_study(init, config: dict | None = None) -> dict:
+    """Run a parsed study config (the namespace `parser()` gives) and write its outputs."""
+    study = make_study(init)
     results = study.run()
     results = {"name": init.name, "config": config, "families": study.families,
                "fractions": [str(f) for f in study.probe.fractions], "seeds": study.probe.seeds,
                "sweep": {"lr": study.probe.lrs, "weight_decay": study.probe.weight_decays},
-               "violations": [] if study.data.folder else list(study.data.violations),
-               "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "models": results["models"]}
+               "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "models": results["models"],
+               "differences": results["differences"], "physics": results.get("physics")}
     write_outputs(results, Path(init.output))
     return results
+
+
+def study_physics_command(argv: list[str]) -> int:
+    """``patchworld physics`` on a study: every model (its checkpoint, the one `compare` saved under the
+    study's output, or trained now to the budget), its random-init control and the baselines."""
+    if any(a.split("=")[0] == "--ckpt_path" for a in argv):
+        raise PatchworldError("physics: --ckpt_path is for a recipe; a study's models name their own checkpoints "
+                              "(models[i].checkpoint), or reuse the ones `patchworld compare` saved")
+    init, _ = parse_study(argv)
+    study = make_study(init)
+    if study.physics is None:
+        raise PatchworldError("physics: this study trains on your own videos; give physics.folder with matched sets")
+    output = Path(init.output)
+    check_writable(output / "physics.md")
+    controls = {}
+    bar = tqdm(study.entries(), desc="physics", unit="model", disable=not init.progress)
+    for role, spec in bar:
+        bar.set_description(f"physics [{spec.name}]")
+        if getattr(spec, "features", None):
+            continue
+        saved = output / "models" / spec.name / "last.ckpt"
+        if role == "model" and spec.train and not spec.checkpoint and saved.exists():
+            spec = ModelSpec(**(vars(spec) | {"checkpoint": str(saved)}))
+        model, _, _ = study.prepare(role, spec, bar)
+        study.physics.add(spec.name, model, bar)
+        if role == "control":
+            controls[spec.name[: -len("-random")]] = spec.name
+    write_physics(study.physics.results(ranked_pairs(study.physics, controls)), output, init.name)
+    print(f"wrote {output / 'physics.md'}")
+    return 0
 
 
 def _as(cls, value):
     """A dataclass instance from what jsonargparse gives (an instance or a namespace/dict)."""
     if isinstance(value, cls):
         return value
-    data = value.as_dict() if hasattr(value, "as_dict") else dict(value)
-    if cls is ModelSpec and isinstance(data.get("search"), dict):
-        data["search"] = FeatureSearch(**data["search"])
-    return cls(**data)
+    return cls(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))

@@ -36,60 +36,81 @@ def _rows(results: dict) -> list[tuple[str, dict, dict]]:
     return rows
 
 
+def _ci(cell: dict) -> str:
+    """0.612 [0.561, 0.664]: a test accuracy and its bootstrap 95% interval over test clips."""
+    return f"{cell['mean']:.3f} [{cell['ci']['low']:.3f}, {cell['ci']['high']:.3f}]"
+
+
+def _where(point) -> str:
+    return "default" if point in ("default", {}) else ", ".join(f"{k} {v}" for k, v in point.items())
+
+
 def report_markdown(results: dict) -> str:
-    """The report: accuracy per family and task (largest label fraction), accuracy vs label fraction,
-    surprise AUROC per violation, cost."""
+    """The report: accuracy per family and task with 95% intervals (largest label fraction), which
+    differences are resolved, accuracy vs label fraction, the layer search, physics, cost."""
+    from .evaluation.physics import physics_markdown
+
     families = results["families"]
     tasks = [t for ts in families.values() for t in ts]
     top = max(results["fractions"], key=float)
     lines = [f"# patchworld compare — {results['name']}", "",
              f"{len(results['models'])} feature sources; probes: attentive (learned-query cross-attention over all "
              f"tokens) and linear (mean-pooled); lr x weight decay sweep {results['sweep']}, chosen on validation; "
-             f"test accuracy mean ± std over {results['seeds']} seeds. Wall time {results['wall_time_s'] / 60:.1f} min.", ""]
+             f"test accuracy averaged over {results['seeds']} seeds, [bootstrap 95% interval over test clips]. Every "
+             f"model is read at the layer (and noise level) the same validation search chose; `@default` rows read "
+             f"it where its objective does by default. Wall time {results['wall_time_s'] / 60:.1f} min.", ""]
     for kind in PROBES:
         lines += [f"## {kind.capitalize()} probe, {float(top):.0%} of the labels", "",
                   "| model | " + " | ".join(families) + " | " + " | ".join(tasks) + " |",
                   "|---" * (1 + len(families) + len(tasks)) + "|"]
         for name, summary, entry in _rows(results):
             probes = entry["probes_default"] if name.endswith("@default") else entry["probes"]
-            cells = [_fmt(summary[kind][top][f]) for f in families]
-            cells += [f"{probes[kind][top][t]['mean']:.3f} ± {probes[kind][top][t]['std']:.3f}" for t in tasks]
+            cells = [_ci(summary[kind][top][f]) for f in families] + [_ci(probes[kind][top][t]) for t in tasks]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         first = next(iter(results["models"].values()))["probes"][kind][top]
         lines += ["| chance | " + " | ".join("" for _ in families) + " | "
                   + " | ".join(f"{first[t]['chance']:.3f}" for t in tasks) + " |", ""]
+        differences = results.get("differences", {}).get(kind, {})
+        if differences:
+            lines += [f"Differences in family accuracy ({kind} probe, {float(top):.0%} labels; each model against its "
+                      "random-init control and the next one down; paired bootstrap over the same test clips):", "",
+                      "| family | a | b | a - b | 95% CI | |", "|---|---|---|---|---|---|"]
+            for family, rows in differences.items():
+                for d in rows:
+                    lines.append(f"| {family} | {d['a']} | {d['b']} | {d['value']:+.3f} | "
+                                 f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['label']} |")
+            lines.append("")
     lines += ["## Mean accuracy over all tasks vs label fraction", "",
               "| model | probe | " + " | ".join(f"{float(f):.0%}" for f in results["fractions"]) + " |",
               "|---" * (2 + len(results["fractions"])) + "|"]
     for name, summary, _ in _rows(results):
         for kind in PROBES:
-            cells = [_fmt(statistics.fmean(summary[kind][f][fam] for fam in families)) for f in results["fractions"]]
+            cells = [_fmt(statistics.fmean(summary[kind][f][fam]["mean"] for fam in families)) for f in results["fractions"]]
             lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
-    violations = results["violations"]
-    lines += ["", "## Surprise: AUROC of each model's own surprise (impossible vs possible twin)", "",
-              "| model | " + " | ".join(violations) + " |", "|---" * (1 + len(violations)) + "|"]
-    for name, entry in results["models"].items():
-        if entry["surprise"]:
-            lines.append(f"| {name} | " + " | ".join(_fmt(entry["surprise"][v]["auroc"]) for v in violations) + " |")
+    searched = {n: e["feature_search"] for n, e in results["models"].items() if e.get("feature_search")}
+    if searched:
+        lines += ["", "## Layer search (mean validation accuracy over all tasks, linear probe)", ""]
+        for name, search in searched.items():
+            lines.append(f"* {name}: default {search['default_val_accuracy']:.3f}; "
+                         + ", ".join(f"{_where({k: v for k, v in g.items() if k != 'val_accuracy'})}: {g['val_accuracy']:.3f}"
+                                     for g in search["grid"])
+                         + f" — chosen: **{_where(search['chosen'])}**")
+    if results.get("physics"):
+        lines += ["", *physics_markdown(results["physics"], results["physics"]["spec"])]
     lines += ["", "## Cost", "",
               "| model | source | parameters | FLOPs/step | steps | training FLOPs | wall time (s) | peak memory (MB) |",
               "|---|---|---|---|---|---|---|---|"]
     for name, entry in results["models"].items():
         c = entry["cost"]
-        lines.append(f"| {name} | {c['source']} | {_si(c['parameters'])} | {_si(c['flops_per_step'])} | {c['steps']} | "
-                     f"{_si(c['train_flops'])} | {_fmt(c['wall_time_s'], '.1f')} | {_fmt(c['peak_memory_mb'], '.0f')} |")
-    searched = {n: e["feature_search"] for n, e in results["models"].items() if "feature_search" in e}
-    for name, search in searched.items():
-        lines += ["", f"Feature search for {name} (mean validation accuracy, linear probe): "
-                  + ", ".join(f"depth {g['depth']} t={g['timestep']}: {g['val_accuracy']:.3f}" for g in search["grid"])
-                  + f"; chosen depth {search['chosen']['depth']}, t={search['chosen']['timestep']}; "
-                  f"`{name}@default` uses depth {search['default']['depth'] or 'all (the last block)'}, "
-                  f"t={search['default']['timestep']}."]
+        lines.append(f"| {name} | {c['source']} | {_si(c.get('parameters'))} | {_si(c.get('flops_per_step'))} | "
+                     f"{c.get('steps', '—')} | {_si(c.get('train_flops'))} | {_fmt(c.get('wall_time_s'), '.1f')} | "
+                     f"{_fmt(c.get('peak_memory_mb'), '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
 def write_plots(results: dict, directory: Path) -> list[Path]:
-    """compare-families.png, compare-fractions.png, compare-surprise.png, compare-cost.png."""
+    """compare-families.png, compare-fractions.png, compare-cost.png, and physics-curves.png and
+    physics-accuracy.png when the study scored physics."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +132,10 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     for ax, kind in zip(axes, PROBES):
         for i, (name, summary, _) in enumerate(rows):
-            ax.bar(np.arange(len(families)) + i * width, [summary[kind][top][f] for f in families], width, label=name)
+            cells = [summary[kind][top][f] for f in families]
+            err = [[c["mean"] - c["ci"]["low"] for c in cells], [c["ci"]["high"] - c["mean"] for c in cells]]
+            ax.bar(np.arange(len(families)) + i * width, [c["mean"] for c in cells], width, yerr=err, capsize=2,
+                   label=name)
         ax.set_xticks(np.arange(len(families)) + width * (len(rows) - 1) / 2, families)
         ax.set_title(f"{kind} probe, {float(top):.0%} labels")
         ax.set_ylim(0, 1)
@@ -123,7 +147,7 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
     fractions = [float(f) for f in results["fractions"]]
     for ax, kind in zip(axes, PROBES):
         for name, summary, _ in rows:
-            ax.plot(fractions, [statistics.fmean(summary[kind][f][fam] for fam in families) for f in results["fractions"]],
+            ax.plot(fractions, [statistics.fmean(summary[kind][f][fam]["mean"] for fam in families) for f in results["fractions"]],
                     marker="o", label=name)
         ax.set_xscale("log")
         ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
@@ -133,20 +157,12 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
     axes[1].legend(fontsize=7)
     save(fig, "compare-fractions.png")
 
-    violations = results["violations"]
-    scored = [(n, e["surprise"]) for n, e in results["models"].items() if e["surprise"]]
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    width = 0.8 / max(1, len(scored))
-    for i, (name, surprise) in enumerate(scored):
-        ax.bar(np.arange(len(violations)) + i * width, [surprise[v]["auroc"] for v in violations], width, label=name)
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(np.arange(len(violations)) + width * (len(scored) - 1) / 2, violations)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("AUROC (0.5 = chance)")
-    ax.set_title("impossible-event detection with each model's own surprise")
-    if scored:
-        ax.legend(fontsize=7)
-    save(fig, "compare-surprise.png")
+    if results.get("physics"):
+        from .evaluation.physics import plot_accuracy, plot_curves
+
+        plot_curves(results["physics"], directory / "physics-curves.png")
+        plot_accuracy(results["physics"], directory / "physics-accuracy.png", results["physics"]["spec"]["score"])
+        written += [directory / "physics-curves.png", directory / "physics-accuracy.png"]
 
     names = list(results["models"])
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))

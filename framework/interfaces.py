@@ -141,15 +141,35 @@ class Objective(Component):
     def on_train_batch_end(self, world: WorldModel, progress: float) -> None:
         """After each optimizer step; `progress` in [0, 1] is the fraction of training done."""
 
-    def features(self, world: WorldModel, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen representation of a video for probes: tokens (B, N, D), positions (B, N, 3)."""
+    def features(self, world: WorldModel, video: torch.Tensor, depth: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen representation of a video for probes: tokens (B, N, D), positions (B, N, 3), read after
+        `depth` backbone blocks (None: all of them)."""
         latents = world.tokenizer.encode(video)
         tokens, positions = world.backbone.embed(latents)
-        return world.backbone(tokens, positions), positions
+        return world.backbone(tokens, positions, depth=depth), positions
 
-    def surprise(self, world: WorldModel, video: torch.Tensor) -> torch.Tensor:
-        """Per-clip prediction error (B,) used to detect impossible events. Higher = more surprising."""
-        raise NotImplementedError(f"{type(self).__name__} does not define a surprise score")
+    def feature_options(self, world: WorldModel) -> dict[str, list]:
+        """Where `features` can be read, as keyword arguments -> candidate values; the comparison's layer
+        search tries every combination on validation (the same search for every model). Default: every depth."""
+        return {"depth": list(range(1, len(world.backbone.blocks) + 1))}
+
+    def future_error(self, world: WorldModel, window: torch.Tensor, past: int) -> torch.Tensor:
+        """Error (B,) of predicting the frames of window (B, C, T, H, W) from `past` onwards out of the
+        frames before it, in the model's own space. Every clip must be scored alike (fixed seeds, no
+        dependence on the rest of the batch): this is what `surprise` slides over a clip."""
+        raise NotImplementedError(f"{type(self).__name__} does not define a predictive surprise score")
+
+    def surprise(self, world: WorldModel, video: torch.Tensor, context: int) -> torch.Tensor:
+        """Predictive surprise over time, (B, T), higher = more surprising (Garrido et al. 2025): a window of
+        `context` frames slides over the clip and the model predicts the next step (the frames of one token
+        row) from it with `future_error`; frames before `context` are NaN."""
+        B, T = video.shape[0], video.shape[2]
+        step = prediction_step(world, context, T)
+        curve = torch.full((B, T), float("nan"), device=video.device)
+        for start in range(context, T - step + 1, step):
+            window = video[:, :, start - context : start + step]  # (B, C, context + step, H, W)
+            curve[:, start : start + step] = self.future_error(world, window, context).float()[:, None]
+        return curve
 
     def callbacks(self) -> list[Callback]:
         """Lightning callbacks this objective needs (e.g. monitors). Default: none."""
@@ -162,3 +182,38 @@ class Decoder(Component):
     def write(self, outputs: dict[str, Any], batch: dict, directory: Path, batch_index: int) -> list[Path]:
         """Write this batch's outputs under `directory`; return the paths written."""
         raise NotImplementedError
+
+
+def prediction_step(world: WorldModel, context: int, frames: int) -> int:
+    """Pixel frames of one future token row after `context` frames: the smallest step for which a
+    (context + step)-frame window has one more backbone token row than the context alone."""
+    from .errors import PatchworldError
+
+    pt = world.backbone.patch_size[0] if world.backbone is not None else 1
+
+    def rows(n: int) -> int | None:
+        try:
+            t = world.tokenizer.latent_grid(n, *world.tokenizer.compression[1:])[0]
+        except PatchworldError:
+            return None
+        return t // pt if t % pt == 0 else None
+
+    if rows(context) is None:
+        raise PatchworldError(f"surprise: a context of {context} frames does not fill whole token rows of this "
+                              f"model (tokenizer {type(world.tokenizer).__name__}, temporal patch {pt}); "
+                              "change the physics context")
+    for step in range(1, frames - context + 1):
+        if rows(context + step) is not None and rows(context + step) > rows(context):
+            return step
+    raise PatchworldError(f"surprise: {frames}-frame clips leave no room to predict after a {context}-frame context; "
+                          "use longer clips or a shorter context")
+
+
+def split_past_future(world: WorldModel, positions: torch.Tensor, past: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token indices of a window's past (token rows made only of the frames before `past`) and of its future,
+    from positions (B, N, 3): (B, Nc) and (B, Nf) long, in token order."""
+    pt = world.backbone.patch_size[0]
+    past_rows = (world.tokenizer.latent_frame_of(past - 1) + 1) // pt
+    is_past = positions[0, :, 0] < past_rows  # (N,)
+    B = positions.shape[0]
+    return (torch.nonzero(is_past).flatten().expand(B, -1), torch.nonzero(~is_past).flatten().expand(B, -1))

@@ -193,14 +193,16 @@ class WorldModel(pl.LightningModule):
 
     # ---- the representation API used by probes and the comparison ------------------------------
     @torch.no_grad()
-    def features(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen features of a video (B, C, T, H, W): tokens (B, N, D), positions (B, N, 3)."""
-        return self.objective.features(self, video)
+    def features(self, video: torch.Tensor, **where) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features of a video (B, C, T, H, W): tokens (B, N, D), positions (B, N, 3); `where` picks
+        the layer (and noise level) among the objective's `feature_options`."""
+        return self.objective.features(self, video, **where)
 
     @torch.no_grad()
-    def surprise(self, video: torch.Tensor) -> torch.Tensor:
-        """Per-clip surprise (B,) from the objective's own prediction error."""
-        return self.objective.surprise(self, video)
+    def surprise(self, video: torch.Tensor, context: int) -> torch.Tensor:
+        """Predictive surprise over time (B, T) from the objective's own prediction of each next step out of
+        the `context` frames before it (NaN before `context`)."""
+        return self.objective.surprise(self, video, context)
 
     def prediction_dir(self) -> Path:
         """Where `predict` writes: <run dir>/predictions."""

@@ -65,7 +65,8 @@ class ProbeResult:
 
 @torch.no_grad()
 def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = False, max_batches: int | None = None,
-                     autocast_dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> FeatureSet:
+                     autocast_dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                     where: dict | None = None) -> FeatureSet:
     """Run a frozen `WorldModel` over a dataloader of {"video", "labels"?} batches.
 
     Args:
@@ -76,6 +77,8 @@ def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = Fals
         autocast_dtype: run under autocast in this dtype (e.g. torch.bfloat16 on CPU); features are
             returned in float32 either way.
         device: where to run (default: where the model's parameters are).
+        where: where to read the features, as keyword arguments of `features` (e.g. {"depth": 2}; see
+            `Objective.feature_options`); default: the objective's own reading.
     """
     was_training = model.training
     model.eval()
@@ -89,12 +92,12 @@ def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = Fals
             video = batch["video"].to(device)
             context = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
             with context:
-                features, where = model.features(video)  # (B, L, D), (B, L, 3)
+                features, at = model.features(video, **(where or {}))  # (B, L, D), (B, L, 3)
             features = features.float().cpu()
             pooled.append(features.mean(dim=1))
             if keep_tokens:
                 tokens.append(features)
-                positions.append(where.cpu())
+                positions.append(at.cpu())
             for task, value in batch.get("labels", {}).items():
                 labels.setdefault(task, []).append(torch.as_tensor(value).long().cpu())
     finally:
@@ -108,6 +111,46 @@ def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = Fals
         tokens=torch.cat(tokens) if same_length else None,
         positions=torch.cat(positions) if same_length else None,
     )
+
+
+def save_features(features: FeatureSet, path: str | Path) -> Path:
+    """Write a FeatureSet as safetensors (atomically): "pooled", "tokens", "positions", "labels.<task>"."""
+    from safetensors.torch import save_file
+
+    from .data.video_io import atomic_path
+
+    tensors = {"pooled": features.pooled} | {f"labels.{t}": y for t, y in features.labels.items()}
+    if features.tokens is not None:
+        tensors |= {"tokens": features.tokens, "positions": features.positions}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    return path
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """A FeatureSet saved by `save_features` (or made by you: "pooled" (N, D) or "tokens" (N, L, D), and a
+    "labels.<task>" (N,) per task); a missing or malformed file is a one-line error naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .errors import DataError
+
+    try:
+        tensors = load_file(str(path))
+    except (FileNotFoundError, SafetensorError, OSError) as error:
+        raise DataError(f"cannot read features {path}: {error}") from None
+    tokens = tensors.get("tokens")
+    pooled = tensors.get("pooled", tokens.float().mean(1) if tokens is not None else None)
+    labels = {k.split(".", 1)[1]: v.long() for k, v in tensors.items() if k.startswith("labels.")}
+    if pooled is None or not labels:
+        raise DataError(f"features {path} need 'pooled' or 'tokens' and at least one 'labels.<task>'; found "
+                        f"{', '.join(sorted(tensors)) or 'nothing'}")
+    positions = tensors.get("positions")
+    if tokens is not None and positions is None:
+        positions = torch.zeros(*tokens.shape[:2], 3, dtype=torch.long)
+    return FeatureSet(pooled.float(), labels, tokens, positions)
 
 
 def linear_probe(train: FeatureSet, test: FeatureSet, task: str, steps: int = 300, lr: float = 1e-2,
@@ -282,14 +325,17 @@ def train_probe(kind: str, train: ProbeInputs, tasks: list[str], classes: list[i
 
 
 @torch.no_grad()
+def probe_correct(probe: nn.Module, data: ProbeInputs, tasks: list[str], batch_size: int = 512) -> torch.Tensor:
+    """Whether a trained probe gets each clip right, per task: (N, T) bool."""
+    labels = torch.stack([data.labels[task] for task in tasks], dim=1)  # (N, T)
+    return torch.cat([probe(data.x[start : start + batch_size].float()).argmax(-1) == labels[start : start + batch_size]
+                      for start in range(0, data.x.shape[0], batch_size)])
+
+
 def probe_accuracy(probe: nn.Module, data: ProbeInputs, tasks: list[str], batch_size: int = 512) -> dict[str, float]:
     """Accuracy of a trained probe on every task."""
-    labels = torch.stack([data.labels[task] for task in tasks], dim=1)  # (N, T)
-    correct = torch.zeros(len(tasks))
-    for start in range(0, data.x.shape[0], batch_size):
-        logits = probe(data.x[start : start + batch_size].float())  # (B, T, C)
-        correct += (logits.argmax(-1) == labels[start : start + batch_size]).sum(0)
-    return {task: float(c) / data.x.shape[0] for task, c in zip(tasks, correct)}
+    correct = probe_correct(probe, data, tasks, batch_size).float().mean(0)
+    return {task: float(c) for task, c in zip(tasks, correct)}
 
 
 def label_subset(n: int, fraction: float, seed: int) -> torch.Tensor:
@@ -309,6 +355,7 @@ class SweepResult:
     test_accuracy: float
     chance: float
     grid: list[dict] = field(default_factory=list)  # every sweep point's val (and test) accuracy
+    test_correct: torch.Tensor | None = None  # (N,) bool: the chosen point's verdict on each test clip
 
 
 def probe_sweep(kind: str, train: ProbeInputs, val: ProbeInputs, test: ProbeInputs, tasks: list[str],
@@ -323,8 +370,10 @@ def probe_sweep(kind: str, train: ProbeInputs, val: ProbeInputs, test: ProbeInpu
     for lr in lrs:
         for wd in weight_decays:
             probe = train_probe(kind, subset, tasks, classes, lr, wd, steps, seed, batch_size, heads)
+            correct = probe_correct(probe, test, tasks)  # (N, T)
             grid.append({"lr": lr, "weight_decay": wd, "val": probe_accuracy(probe, val, tasks),
-                         "test": probe_accuracy(probe, test, tasks)})
+                         "test": {task: float(c) for task, c in zip(tasks, correct.float().mean(0))},
+                         "correct": correct})
     results = {}
     for task, count in zip(tasks, classes):
         best = select_by_validation([point["val"][task] for point in grid])
@@ -332,7 +381,8 @@ def probe_sweep(kind: str, train: ProbeInputs, val: ProbeInputs, test: ProbeInpu
         results[task] = SweepResult(task, grid[best]["lr"], grid[best]["weight_decay"], grid[best]["val"][task],
                                     grid[best]["test"][task], chance,
                                     [{"lr": p["lr"], "weight_decay": p["weight_decay"], "val": p["val"][task],
-                                      "test": p["test"][task]} for p in grid])
+                                      "test": p["test"][task]} for p in grid],
+                                    grid[best]["correct"][:, tasks.index(task)])
     return results
 
 
@@ -374,8 +424,12 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
     from .cli import PatchworldCLI, resolve_recipe_args
     from .plugins import load_plugins
 
+    import warnings
+
     args = resolve_recipe_args(["--config", str(recipe)], load_plugins()) + list(overrides or [])
-    cli = PatchworldCLI(args=args, run=False)
+    with warnings.catch_warnings():  # we pass args on purpose
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = PatchworldCLI(args=args, run=False)
     model = cli.model
     if checkpoint is not None:
         if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs

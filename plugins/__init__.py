@@ -5,6 +5,7 @@ from importlib.resources import files
 from patchworld import hookimpl
 from patchworld.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
+from patchworld.evaluation.physics import physics_command
 
 from .adherence import adherence
 from .ddpm import DDPM
@@ -59,4 +60,5 @@ def patchworld_register_recipe_dirs():
 
 @hookimpl
 def patchworld_register_commands():
-    return {"export": export_command, "adherence": adherence, "compare": compare_command}
+    return {"export": export_command, "adherence": adherence, "compare": compare_command,
+            "physics": physics_command}

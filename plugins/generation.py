@@ -308,30 +308,51 @@ class GenerativeObjective(Objective):
         return {"video": self.generate(world, batch.get("caption"), video, given, seeds=seeds)}
 
     # ---- representations and surprise for the comparison ---------------------------------------
-    def _noised_latents(self, world, video: torch.Tensor, t: float, seed: int):
+    def features(self, world, video: torch.Tensor, depth: int | None = None,
+                 timestep: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """DiT hidden states (B, N, D) after `depth` blocks (default `feature_depth`; None: all) of the clip
+        noised to `timestep` (default `feature_timestep`) with seeded noise, uncaptioned."""
+        depth = self.feature_depth if depth is None else depth
+        timestep = self.feature_timestep if timestep is None else timestep
         latents = world.tokenizer.encode(video).float()
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-        times = torch.full((latents.shape[0],), t, device=latents.device)
-        return latents, noise, times, self.noised(latents, noise, times)
-
-    def features(self, world, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """DiT hidden states (B, N, D) of the clip noised to `feature_timestep`, uncaptioned."""
-        _, _, times, x_t = self._noised_latents(world, video, self.feature_timestep, self.seed)
+        noise = seeded_noise(latents, self.seed)
+        times = torch.full((latents.shape[0],), timestep, device=latents.device)
+        x_t = self.noised(latents, noise, times)
         clean = torch.zeros(x_t.shape[0], x_t.shape[2], dtype=torch.bool, device=x_t.device)
         tokens, positions = world.backbone.embed(x_t, clean)
         context, context_mask = self.encode_captions(world, None, x_t.shape[0])
-        return world.backbone(tokens, positions, times, context, context_mask, depth=self.feature_depth), positions
+        return world.backbone(tokens, positions, times, context, context_mask, depth=depth), positions
 
-    def surprise(self, world, video: torch.Tensor, times: tuple[float, ...] = (0.3, 0.5, 0.7)) -> torch.Tensor:
-        """Denoising error (B,) averaged over fixed noise levels and seeded noise, uncaptioned."""
+    def feature_options(self, world) -> dict[str, list]:
+        """Every depth, at three noise levels."""
+        return {"depth": list(range(1, len(world.backbone.blocks) + 1)), "timestep": [0.1, 0.3, 0.6]}
+
+    def future_error(self, world, window: torch.Tensor, past: int,
+                     times: tuple[float, ...] = (0.25, 0.5, 0.75)) -> torch.Tensor:
+        """Extend-forward denoising error (B,): the latent frames carrying pixel frames from `past` on are
+        noised to each of `times` with seeded noise (the same for every clip), the earlier ones are given
+        clean (the extension task's conditioning), uncaptioned; squared error of the prediction on the
+        future latent frames, averaged over the noise levels."""
+        latents = world.tokenizer.encode(window).float()  # (B, c, t, h, w)
+        B, t_lat = latents.shape[0], latents.shape[2]
+        past_latent = world.tokenizer.latent_frame_of(past - 1) + 1
+        clean = (torch.arange(t_lat, device=latents.device) < past_latent).expand(B, -1)  # (B, t)
+        frame_clean = clean[:, None, :, None, None]
+        context, context_mask = self.encode_captions(world, None, B)
         errors = []
         for k, t in enumerate(times):
-            latents, noise, ts, x_t = self._noised_latents(world, video, t, self.seed + k)
-            context, context_mask = self.encode_captions(world, None, x_t.shape[0])
-            prediction = self.denoise(world, x_t, ts, None, context, context_mask)
-            errors.append((prediction - self.target(latents, noise, ts)).pow(2).mean(dim=(1, 2, 3, 4)))
+            noise = seeded_noise(latents, self.seed + k)
+            ts = torch.full((B,), t, device=latents.device)
+            x_t = torch.where(frame_clean, latents, self.noised(latents, noise, ts))
+            prediction = self.denoise(world, x_t, ts, clean, context, context_mask)
+            errors.append((prediction - self.target(latents, noise, ts))[:, :, past_latent:].pow(2).mean(dim=(1, 2, 3, 4)))
         return torch.stack(errors).mean(0)
+
+
+def seeded_noise(latents: torch.Tensor, seed: int) -> torch.Tensor:
+    """The same Gaussian noise for every clip of latents (B, c, t, h, w), drawn from `seed`."""
+    noise = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(seed))
+    return noise.to(latents.device).expand_as(latents)
 
 
 __all__ = ["TASKS", "DEFAULT_MIXTURE", "GenerativeObjective", "task_frames", "given_mask", "latent_clean_mask",

@@ -18,6 +18,11 @@ order). Random subsampling, unlike truncating a sorted index list, favours no re
 top rows, not the first frames). A dropped target cell is simply not predicted; a dropped context cell is
 simply not shown. No cell ever moves from one set to the other, so the context never contains a target.
 
+A *future* mask (`future_mask`) is the causal alternative: the last k token frames (every cell) are the
+targets and all earlier token frames the context, so the predictor has to extrapolate the clip from its
+past, which needs motion (a tube mask hides a region for the whole clip, so a static appearance guess
+scores well). `future_frames` gives k as a count (int >= 1) or as a fraction of the token frames.
+
 Every sampler takes `generator`: one generator for the whole batch, or a list with one per clip (see
 `patchworld.randomness`), in which case each clip's blocks and choices come from its own generator.
 """
@@ -118,6 +123,28 @@ def tubes(cells: torch.Tensor, frames: int, cells_per_frame: int) -> torch.Tenso
     """(B, K) spatial cells -> (B, frames * K) token indices of the same cells in every frame, sorted."""
     offsets = torch.arange(frames).view(1, frames, 1) * cells_per_frame  # (1, t, 1)
     return (cells.unsqueeze(1) + offsets).flatten(1)  # time-major, so already sorted
+
+
+def future_token_frames(future: float, frames: int) -> int:
+    """The number k of final token frames a future mask hides: `future` itself when it is an integer >= 1,
+    else round(future * frames); always clipped to 1..frames - 1 (at least one frame of context)."""
+    if future <= 0:
+        raise ValueError(f"future_frames must be > 0 (a count of token frames or a fraction), got {future}")
+    if frames < 2:
+        raise ValueError(f"a future mask needs at least 2 token frames, got {frames}")
+    k = int(future) if future >= 1 else round(future * frames)
+    return min(frames - 1, max(1, k))
+
+
+def future_mask(batch: int, grid: Size3, future: float) -> BlockMask:
+    """Context: every token of the first t - k token frames; target: every token of the last k
+    (`future_token_frames`). The same for every clip (nothing random), tokens time-major and sorted."""
+    t, h, w = grid
+    k = future_token_frames(future, t)
+    split = (t - k) * h * w
+    context = torch.arange(split).expand(batch, -1)
+    target = torch.arange(split, t * h * w).expand(batch, -1)
+    return BlockMask(context=context.contiguous(), target=target.contiguous())
 
 
 def sample_masks(batch: int, grid: Size3, families: tuple[MaskFamily, ...] = (SHORT_RANGE, LONG_RANGE),

@@ -443,10 +443,9 @@ class VAEReconstruction(Objective):
         positions = grid_positions(*latents.shape[2:], device=video.device).expand(video.shape[0], -1, -1)
         return rearrange(latents, "b c t h w -> b (t h w) c"), positions
 
-    def surprise(self, world, video: torch.Tensor) -> torch.Tensor:
-        """Per-clip mean squared reconstruction error, (B,)."""
-        reconstruction = world.tokenizer.decode(world.tokenizer.encode(video)).float()
-        return (reconstruction - video.float()).pow(2).flatten(1).mean(1)
+    def feature_options(self, world) -> dict[str, list]:
+        """One place to read: the latent grid."""
+        return {}
 
 
 def gradient_difference(reconstruction: torch.Tensor, video: torch.Tensor) -> torch.Tensor:

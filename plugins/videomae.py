@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from patchworld import ComponentError, Objective, gather_tokens, patchify
+from patchworld import ComponentError, Objective, gather_tokens, patchify, split_past_future
 from patchworld.randomness import Generators, draw, sample_generators
 
 from .vit import TokenPredictor
@@ -64,6 +64,12 @@ class VideoMAE(Objective):
         tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
         grid = world.backbone.patch_embed.grid(latents)
         visible, masked = tube_mask(video.shape[0], grid, self.mask_ratio, video.device, generator)
+        return self.reconstruction_error(world, latents, tokens, positions, visible, masked)
+
+    def reconstruction_error(self, world, latents: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
+                             visible: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Per-sample MSE (B,) of the predictor's reconstruction of the `masked` tubelets (B, Nm) from the
+        encoder's features of the `visible` ones (B, Nv)."""
         features = world.backbone(gather_tokens(tokens, visible), gather_tokens(positions, visible))  # (B, Nv, D)
         prediction = self.predictor(features, gather_tokens(positions, visible), gather_tokens(positions, masked))
         target = gather_tokens(patchify(latents, world.backbone.patch_size), masked).float()  # (B, Nm, P)
@@ -75,7 +81,10 @@ class VideoMAE(Objective):
         masks = sample_generators(world, batch, "tube_mask")  # keyed on (run seed, step, sample)
         return {"loss": self.masked_errors(world, batch["video"], masks).mean()}
 
-    def surprise(self, world, video: torch.Tensor, repeats: int = 4) -> torch.Tensor:
-        """Reconstruction error averaged over `repeats` fixed (seeded) masks, (B,)."""
-        generator = torch.Generator(video.device).manual_seed(0)
-        return torch.stack([self.masked_errors(world, video, generator) for _ in range(repeats)]).mean(0)
+    def future_error(self, world, window: torch.Tensor, past: int) -> torch.Tensor:
+        """Mean squared error (B,) of reconstructing the tubelets of the frames from `past` on (all masked)
+        from the encoder's features of the frames before them (all visible)."""
+        latents = world.tokenizer.encode(window)  # (B, c, t, h, w)
+        tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
+        visible, masked = split_past_future(world, positions, past)
+        return self.reconstruction_error(world, latents, tokens, positions, visible, masked)

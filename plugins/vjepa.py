@@ -35,10 +35,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from patchworld import Objective, gather_tokens
+from patchworld import Objective, gather_tokens, split_past_future
 from patchworld.randomness import Generators, batch_generator, sample_generators
 
-from .masks import BlockMask, MaskFamily, sample_masks
+from .masks import BlockMask, MaskFamily, future_mask, sample_masks
 from .vit import TokenPredictor
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,24 @@ class VJEPA(Objective):
         sigreg_weight: weight of SIGReg when anti_collapse="sigreg" (the prediction loss gets 1 - weight).
         sigreg_slices: random projection directions per SIGReg evaluation.
         monitor_every: compute the collapse monitors every this many training steps (0 = never).
-        surprise_masks: seeded masks (per family) averaged by `surprise`.
+        future_frames: also train on a *future* mask (`masks.future_mask`): the last k token frames are the
+            targets, every earlier token the context (k = this count if an integer >= 1, else this fraction
+            of the token frames). None (default): only the two multi-block families.
+        block_masks: use the short- and long-range multi-block families (default True); False with
+            `future_frames` trains on the future mask alone.
     """
 
     def __init__(self, predictor_dim: int = 96, predictor_depth: int = 4, predictor_heads: int = 4,
                  short_range: tuple[int, float] = (8, 0.15), long_range: tuple[int, float] = (2, 0.7),
                  aspect_ratio: tuple[float, float] = (0.75, 1.5), ema: tuple[float, float] = (0.998, 1.0),
                  anti_collapse: AntiCollapse = "ema", sigreg_weight: float = 0.05, sigreg_slices: int = 256,
-                 monitor_every: int = 10, surprise_masks: int = 4):
+                 monitor_every: int = 10, future_frames: float | None = None, block_masks: bool = True):
         super().__init__()
+        if future_frames is not None and future_frames <= 0:
+            raise ValueError(f"VJEPA.future_frames must be > 0 (token frames, or a fraction of them), got {future_frames}")
+        if not block_masks and future_frames is None:
+            raise ValueError("VJEPA.block_masks=False needs future_frames: there would be no mask to train on")
+        self.future_frames, self.block_masks = future_frames, block_masks
         if anti_collapse not in ("ema", "sigreg", "none"):
             raise ValueError(f"VJEPA.anti_collapse must be 'ema', 'sigreg' or 'none', got {anti_collapse!r}")
         if not all(0 <= m <= 1 for m in ema):
@@ -144,7 +153,7 @@ class VJEPA(Objective):
         self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads
         self.ema, self.anti_collapse = (float(ema[0]), float(ema[1])), anti_collapse
         self.sigreg_weight, self.sigreg_slices = sigreg_weight, sigreg_slices
-        self.monitor_every, self.surprise_masks = monitor_every, surprise_masks
+        self.monitor_every = monitor_every
         self.momentum = self.ema[0]
         self.steps = 0
         self.last_monitors: dict[str, float] = {}
@@ -174,10 +183,17 @@ class VJEPA(Objective):
 
     def prepare_batch(self, batch: dict, generator: Generators = None) -> dict:
         """Adds "masks": one `BlockMask` per family (short-range, long-range) for this batch, each clip's drawn
-        from `generator` or, by default, keyed on (run seed, step, clip) (`patchworld.randomness`)."""
+        from `generator` or, by default, keyed on (run seed, step, clip) (`patchworld.randomness`); then the
+        future mask when `future_frames` is set (the long-range family stays last when there is none)."""
         video = batch["video"]
-        generator = self._mask_generators(batch) if generator is None else generator
-        return batch | {"masks": sample_masks(video.shape[0], self.token_grid(video), self.families, generator)}
+        grid = self.token_grid(video)
+        masks = []
+        if self.block_masks:
+            generator = self._mask_generators(batch) if generator is None else generator
+            masks = sample_masks(video.shape[0], grid, self.families, generator)
+        if self.future_frames is not None:
+            masks.append(future_mask(video.shape[0], grid, self.future_frames))
+        return batch | {"masks": masks}
 
     # ---- encoders ----------------------------------------------------------------------------------
     def target_features(self, world, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,23 +275,26 @@ class VJEPA(Objective):
             self.update_target(world, self.momentum)
 
     # ---- representation API ----------------------------------------------------------------------
-    def features(self, world, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target-encoder features (the online encoder without EMA): tokens (B, N, D), positions (B, N, 3)."""
-        return self.target_features(world, world.tokenizer.encode(video))
+    def features(self, world, video: torch.Tensor, depth: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-encoder features (the online encoder without EMA) after `depth` blocks (None: all):
+        tokens (B, N, D), positions (B, N, 3)."""
+        encoder = self.target_encoder if self.anti_collapse == "ema" else world.backbone
+        tokens, positions = encoder.embed(world.tokenizer.encode(video))
+        return encoder(tokens, positions, depth=depth), positions
 
-    def surprise(self, world, video: torch.Tensor) -> torch.Tensor:
-        """Per-clip L1 prediction error (B,) averaged over `surprise_masks` seeded draws of both families.
-
-        Every clip gets the same masks, drawn from a fixed seed for this grid, so a clip's score does not
-        depend on the rest of the batch and an impossible clip and its possible twin are scored alike."""
-        generator = torch.Generator().manual_seed(0)
-        grid, batch = self.token_grid(video), video.shape[0]
-        scores = []
-        for _ in range(self.surprise_masks):
-            masks = [BlockMask(m.context.expand(batch, -1), m.target.expand(batch, -1))
-                     for m in sample_masks(1, grid, self.families, generator)]
-            scores.append(self.losses(world, video, masks)["per_sample"])
-        return torch.stack(scores).mean(0)
+    def future_error(self, world, window: torch.Tensor, past: int) -> torch.Tensor:
+        """L1 error (B,) of the predictor at the target positions of the frames from `past` on, given the
+        context encoder's features of the frames before it, against the target encoder's layer-normed
+        features of the whole window (the training loss, with the future as the masked block)."""
+        latents = world.tokenizer.encode(window)  # (B, c, t, h, w)
+        target, positions = self.target_features(world, latents)  # (B, N, D), (B, N, 3)
+        normed = F.layer_norm(target.float(), target.shape[-1:])
+        context, future = split_past_future(world, positions, past)  # (B, Nc), (B, Nf)
+        tokens, _ = world.backbone.embed(latents)
+        context_positions = gather_tokens(positions, context)
+        encoded = world.backbone(gather_tokens(tokens, context), context_positions)  # (B, Nc, D)
+        prediction = self.predictor(encoded, context_positions, gather_tokens(positions, future))  # (B, Nf, D)
+        return (prediction.float() - gather_tokens(normed, future)).abs().mean(dim=(1, 2))
 
     def callbacks(self) -> list[pl.Callback]:
         """The `CollapseMonitor` (one instance per objective, so its alarms can be read after a run)."""

@@ -139,8 +139,8 @@ TINY = """
 name: test
 output: out
 budget_flops: 3.0e7
-data: {frames: 4, size: [16, 16], batch_size: 4, probe_train: 32, probe_val: 16, probe_test: 16,
-       surprise_pairs: 3, max_objects: 2, violations: [teleport, vanish]}
+data: {frames: 4, size: [16, 16], batch_size: 4, probe_train: 32, probe_val: 16, probe_test: 16, max_objects: 2}
+physics: {violations: [permanence, solidity], sets: 3, frames: 8, size: [24, 24], context: 4, resamples: 200}
 probe: {lrs: [1.0e-2], weight_decays: [1.0e-4, 1.0e-2], steps: 10, seeds: 2, fractions: [0.5, 1.0]}
 models:
   - name: vjepa
@@ -165,11 +165,11 @@ def test_compare_end_to_end_through_the_cli(run_cli, tmp_path):
     assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 0
     out = tmp_path / "out"
     for name in ("report.md", "results.json", "compare-families.png", "compare-fractions.png",
-                 "compare-surprise.png", "compare-cost.png"):
+                 "physics-curves.png", "physics-accuracy.png", "compare-cost.png"):
         assert (out / name).stat().st_size > 0, name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nothing half-written
     results = json.loads((out / "results.json").read_text())
-    assert set(results["models"]) == {"vjepa", "pixels", "random-vit"}
+    assert list(results["models"]) == ["vjepa", "vjepa-random", "pixels", "random-vit"]  # the control follows its model
     tasks = [t for family in FAMILIES.values() for t in family]
     for name, entry in results["models"].items():
         for kind in ("attentive", "linear"):
@@ -177,17 +177,65 @@ def test_compare_end_to_end_through_the_cli(run_cli, tmp_path):
                 for task in tasks:
                     cell = entry["probes"][kind][fraction][task]
                     assert 0 <= cell["mean"] <= 1 and cell["std"] >= 0 and len(cell["values"]) == 2
+                    assert cell["ci"]["low"] <= cell["mean"] <= cell["ci"]["high"]
             assert set(entry["families"][kind]["1.0"]) == set(FAMILIES)
         assert {"parameters", "flops_per_step", "steps", "train_flops", "wall_time_s", "peak_memory_mb"} <= set(entry["cost"])
     vjepa = results["models"]["vjepa"]
     assert vjepa["cost"]["steps"] == int(3.0e7 // vjepa["cost"]["flops_per_step"]) >= 1
     assert vjepa["cost"]["train_flops"] <= 3.0e7 and vjepa["cost"]["wall_time_s"] > 0
-    assert set(vjepa["surprise"]) == {"teleport", "vanish"}
-    assert all(0 <= v["auroc"] <= 1 for v in vjepa["surprise"].values())
-    assert results["models"]["pixels"]["surprise"] is None
+    # the same layer search for the trained model and its control: every depth of the 1-block encoder
+    for name in ("vjepa", "vjepa-random", "random-vit"):
+        assert [g["depth"] for g in results["models"][name]["feature_search"]["grid"]] == [1]
+    assert results["models"]["pixels"]["feature_search"] is None
+    assert (out / "features" / "vjepa" / "chosen" / "test.safetensors").exists()
+    physics = results["physics"]
+    assert set(physics["models"]) == {"vjepa", "vjepa-random", "pixels", "random-vit"}
+    for entry in physics["models"].values():
+        assert set(entry["scores"]) == {"permanence", "solidity", "overall"}
+        for how in ("max", "mean"):
+            cell = entry["scores"]["overall"][how]["relative_accuracy"]
+            assert 0 <= cell["low"] <= cell["value"] <= cell["high"] <= 1
+    assert {(d["a"], d["b"]) for d in physics["differences"]} >= {("vjepa", "vjepa-random")}
+    assert all(d["label"] in ("resolved", "within noise") for d in physics["differences"])
+    pairs = {(d["a"], d["b"]) for d in results["differences"]["attentive"]["motion"]}
+    assert ("vjepa", "vjepa-random") in pairs
     assert results["models"]["random-vit"]["cost"]["train_flops"] == 0
     report = (out / "report.md").read_text()
-    assert "| vjepa |" in report and "| random-vit |" in report and "AUROC" in report
+    assert "| vjepa |" in report and "| vjepa-random |" in report and "relative accuracy" in report
+    assert "resolved" in report or "within noise" in report
+
+
+def test_probing_precomputed_features(run_cli, tmp_path):
+    """A model given as a folder of features (here: saved by an earlier study) is probed like any other."""
+    from patchworld.probes import FeatureSet, save_features
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("val", 20), ("test", 20)):
+        labels = torch.randint(0, 2, (n,), generator=g)
+        tokens = torch.randn(n, 4, 8, generator=g) + labels[:, None, None] * 2.0  # the label is in every token
+        save_features(FeatureSet(tokens.mean(1), {"marker": labels}, tokens, torch.zeros(n, 4, 3, dtype=torch.long)),
+                      tmp_path / "feats" / f"{split}.safetensors")
+    (tmp_path / "study.yaml").write_text(textwrap.dedent(f"""
+        output: out
+        tasks: {{toy: [marker]}}
+        probe: {{lrs: [1.0e-2], weight_decays: [1.0e-4], steps: 60, seeds: 1, fractions: [1.0]}}
+        models: [{{name: mine, features: {tmp_path / 'feats'}}}]
+    """))
+    assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["models"]["mine"]["probes"]["linear"]["1.0"]["marker"]["mean"] > 0.9
+    assert results["physics"] is None
+
+
+def test_the_shipped_study_parses_and_gives_every_trained_model_its_control():
+    from patchworld.compare import make_study, parse_study
+
+    init, config = parse_study(["--config", "compare-tiny"])
+    study = make_study(init)
+    roles = [(role, spec.name) for role, spec in study.entries()]
+    assert ("model", "vjepa") in roles and ("control", "vjepa-random") in roles
+    assert ("control", "vjepa-sigreg-random") not in roles  # control: false (the same network as vjepa-random)
+    assert study.physics_spec.sets == config["physics"]["sets"] and study.physics_spec.context == 4
 
 
 def test_compare_names_the_bad_key(run_cli, tmp_path, capsys):
@@ -224,9 +272,9 @@ def test_compare_on_a_labelled_video_folder(run_cli, tmp_path):
     """))
     assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["families"] == {"label": ["label"]} and results["violations"] == []
+    assert results["families"] == {"label": ["label"]} and results["physics"] is None
     pixels = results["models"]["pixels"]
-    assert 0 <= pixels["probes"]["linear"]["1.0"]["label"]["mean"] <= 1 and pixels["surprise"] is None
+    assert 0 <= pixels["probes"]["linear"]["1.0"]["label"]["mean"] <= 1
 
 
 def test_folder_probe_splits_are_disjoint_and_too_few_files_is_an_error(tmp_path):

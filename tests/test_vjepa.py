@@ -141,13 +141,22 @@ def test_features_come_from_the_target_encoder():
     assert torch.equal(world.predict_step({"video": video}, 0)["tokens"], world.features(video)[0])
 
 
-def test_surprise_is_deterministic_per_clip():
-    world = tiny_world(surprise_masks=2)
-    video = tiny_video(3)
-    first, second = world.surprise(video), world.surprise(video)
-    assert first.shape == (3,) and torch.equal(first, second)
-    alone = world.surprise(video[1:2])
-    torch.testing.assert_close(alone[0], first[1], atol=1e-5, rtol=1e-4)  # per clip, independent of batch
+def test_predictive_surprise_is_a_curve_over_time_deterministic_per_clip_and_causal():
+    world = tiny_world()
+    video = tiny_video(3, frames=8)
+    first, second = world.surprise(video, context=4), world.surprise(video, context=4)
+    assert first.shape == (3, 8) and torch.equal(first.nan_to_num(), second.nan_to_num())
+    assert first[:, :4].isnan().all() and not first[:, 4:].isnan().any()  # one value per future tubelet
+    torch.testing.assert_close(first[:, 4], first[:, 5])  # a tubelet's two frames share its error
+    alone = world.surprise(video[1:2], context=4)
+    torch.testing.assert_close(alone[0, 4:], first[1, 4:], atol=1e-5, rtol=1e-4)  # independent of the batch
+    # the window ending at frame 6 sees frames 2..5 as context: changing frame 0 leaves it unchanged,
+    # changing its future frames 6-7 changes only the target side
+    changed = video.clone()
+    changed[:, :, 0] = -changed[:, :, 0]
+    after = world.surprise(changed, context=4)
+    torch.testing.assert_close(after[:, 6:], first[:, 6:])
+    assert not torch.allclose(after[:, 4], first[:, 4])
 
 
 # ---- collapse monitoring ----------------------------------------------------------------------------
