@@ -516,8 +516,8 @@ class Study:
             entry["feature_search"] = search
             entry["probes"], self.correct[spec.name] = self.probes(chosen, bar)
             entry["families"] = self.summarise(entry["probes"], self.correct[spec.name])
-            if chosen is not default:
-                entry["probes_default"], correct = self.probes(default, bar)
+            if chosen is not default:  # the fixed default reading too, at the largest label fraction
+                entry["probes_default"], correct = self.probes(default, bar, fractions=[max(self.probe.fractions)])
                 entry["families_default"] = self.summarise(entry["probes_default"], correct)
             if model is not None and self.physics is not None:
                 bar.set_postfix_str("physics")
@@ -610,6 +610,10 @@ def compare_command(argv: list[str]) -> int:
 
 
 def make_study(init) -> Study:
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric"):  # one model after another: no per-model banners
+        logging.getLogger(name).setLevel(logging.WARNING)
     if init.threads:
         torch.set_num_threads(init.threads)
     return Study([_as(ModelSpec, m) for m in init.models], [_as(Baseline, b) for b in init.baselines],

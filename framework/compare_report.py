@@ -25,13 +25,13 @@ def _si(value) -> str:
     return f"{value:.0f}"
 
 
-def _rows(results: dict) -> list[tuple[str, dict, dict]]:
+def _rows(results: dict, defaults: bool = True) -> list[tuple[str, dict, dict]]:
     """(row name, per-probe family summary, the model's entry) for every model, plus `name@default` rows for
-    searched feature sources."""
+    models whose searched reading differs from their default one."""
     rows = []
     for name, entry in results["models"].items():
         rows.append((name, entry["families"], entry))
-        if "families_default" in entry:
+        if defaults and "families_default" in entry:
             rows.append((f"{name}@default", entry["families_default"], entry))
     return rows
 
@@ -83,7 +83,7 @@ def report_markdown(results: dict) -> str:
     lines += ["## Mean accuracy over all tasks vs label fraction", "",
               "| model | probe | " + " | ".join(f"{float(f):.0%}" for f in results["fractions"]) + " |",
               "|---" * (2 + len(results["fractions"])) + "|"]
-    for name, summary, _ in _rows(results):
+    for name, summary, _ in _rows(results, defaults=False):  # default readings are probed at the top fraction only
         for kind in PROBES:
             cells = [_fmt(statistics.fmean(summary[kind][f][fam]["mean"] for fam in families)) for f in results["fractions"]]
             lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
@@ -146,7 +146,7 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     fractions = [float(f) for f in results["fractions"]]
     for ax, kind in zip(axes, PROBES):
-        for name, summary, _ in rows:
+        for name, summary, _ in _rows(results, defaults=False):
             ax.plot(fractions, [statistics.fmean(summary[kind][f][fam]["mean"] for fam in families) for f in results["fractions"]],
                     marker="o", label=name)
         ax.set_xscale("log")

@@ -234,7 +234,7 @@ def test_the_shipped_study_parses_and_gives_every_trained_model_its_control():
     study = make_study(init)
     roles = [(role, spec.name) for role, spec in study.entries()]
     assert ("model", "vjepa") in roles and ("control", "vjepa-random") in roles
-    assert ("control", "vjepa-sigreg-random") not in roles  # control: false (the same network as vjepa-random)
+    assert ("control", "vjepa-motion-random") not in roles  # control: false (the same network as vjepa-random)
     assert study.physics_spec.sets == config["physics"]["sets"] and study.physics_spec.context == 4
 
 

@@ -1,0 +1,94 @@
+"""V-JEPA's future mask (`future_frames`, `block_masks`): shape, ratio, causality, and that it trains."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patchworld import WorldModel, gather_tokens
+from patchworld_plugins.masks import future_mask, future_token_frames
+from patchworld_plugins.pixels import Pixels
+from patchworld_plugins.vit import ViT
+from patchworld_plugins.vjepa import VJEPA
+
+
+def tiny_world(patch=(2, 4, 4), **objective) -> WorldModel:
+    torch.manual_seed(0)
+    options = dict(predictor_dim=32, predictor_depth=1, predictor_heads=2, monitor_every=0) | objective
+    return WorldModel(Pixels(), VJEPA(**options), backbone=ViT(dim=32, depth=2, heads=2, patch_size=patch),
+                      optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.05), warmup_steps=1)
+
+
+def tiny_video(batch: int = 4, frames: int = 8, size: int = 16) -> torch.Tensor:
+    return torch.rand(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+@pytest.mark.parametrize("future, frames, hidden", [(2, 4, 2), (1, 4, 1), (0.5, 8, 4), (0.25, 4, 1),
+                                                    (0.01, 4, 1), (9, 4, 3), (0.99, 4, 3)])
+def test_future_token_frames_counts_or_fractions_clipped(future, frames, hidden):
+    assert future_token_frames(future, frames) == hidden
+
+
+def test_future_token_frames_rejects_nonsense():
+    with pytest.raises(ValueError):
+        future_token_frames(0, 4)
+    with pytest.raises(ValueError):
+        future_token_frames(1, 1)  # no frame left for the context
+
+
+@pytest.mark.parametrize("grid, future", [((4, 8, 8), 2), ((4, 4, 4), 0.25), ((8, 8, 8), 0.5)])
+def test_future_mask_hides_the_last_token_frames(grid, future):
+    t, h, w = grid
+    k = future_token_frames(future, t)
+    mask = future_mask(3, grid, future)
+    assert mask.context.shape == (3, (t - k) * h * w) and mask.target.shape == (3, k * h * w)
+    assert mask.target.shape[1] / (t * h * w) == pytest.approx(k / t)  # the documented ratio
+    frame_of = lambda index: index // (h * w)  # tokens are time-major
+    assert frame_of(mask.context).max() < t - k <= frame_of(mask.target).min()  # past -> future, nothing shared
+    assert torch.equal(torch.cat([mask.context, mask.target], 1), torch.arange(t * h * w).expand(3, -1))
+
+
+def test_prepare_batch_adds_the_future_family_and_can_drop_the_blocks():
+    video = tiny_video()  # 8 x 16 x 16 with 2x4x4 patches: a (4, 4, 4) token grid
+    default = tiny_world().objective.prepare_batch({"video": video}, torch.Generator().manual_seed(0))["masks"]
+    assert len(default) == 2  # unchanged default: short- and long-range only
+    both = tiny_world(future_frames=2).objective.prepare_batch({"video": video}, torch.Generator().manual_seed(0))["masks"]
+    assert len(both) == 3 and torch.equal(both[0].target, default[0].target)  # the block families are the same draws
+    only = tiny_world(future_frames=0.5, block_masks=False).objective.prepare_batch({"video": video})["masks"]
+    assert len(only) == 1 and only[0].target.shape == (4, 2 * 16)
+    with pytest.raises(ValueError):
+        VJEPA(block_masks=False)
+    with pytest.raises(ValueError):
+        VJEPA(future_frames=-1)
+
+
+def test_future_predictions_never_see_the_future():
+    world = tiny_world(future_frames=2, block_masks=False)
+    video = tiny_video()
+    masks = world.objective.prepare_batch({"video": video})["masks"]
+    latents = world.tokenizer.encode(video)
+    (before, _), = world.objective.masked_predictions(world, latents, masks)
+    changed = video.clone()
+    changed[:, :, 4:] = torch.rand_like(changed[:, :, 4:])  # rewrite the last 2 token frames (4 video frames)
+    (after, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
+    assert torch.allclose(before, after, atol=1e-5)
+    changed = video.clone()
+    changed[:, :, :2] = torch.rand_like(changed[:, :, :2])  # the past does change them
+    (moved, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
+    assert not torch.allclose(before, moved, atol=1e-4)
+
+
+def test_future_mask_trains():
+    world = tiny_world(future_frames=2)
+    optimizer = torch.optim.AdamW(list(world.backbone.parameters()) + list(world.objective.predictor.parameters()), 1e-2)
+    video = tiny_video(batch=8)
+    losses = []
+    for _ in range(30):
+        batch = world.objective.prepare_batch({"video": video}, torch.Generator().manual_seed(0))
+        loss = world.objective.training_step(world, batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        world.objective.on_train_batch_end(world, 0.5)
+        losses.append(float(loss))
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert losses[-1] < losses[0]
