@@ -127,8 +127,8 @@ def clip_scores(curve: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def score_model(curves: list[torch.Tensor], sets: list[MatchedSet], spec: PhysicsSpec) -> dict:
-    """{violation | "overall": {relative_accuracy, auroc (as estimate dicts), "other_score": the same for the
-    other score}, "scores"...} for one model's curves over the sets."""
+    """{violation | "overall": {"max" | "mean": {relative_accuracy, auroc as estimate dicts}, "sets": count}}
+    for one model's curves over the sets (both clip scores; `spec.score` is the one the report leads with)."""
     results: dict = {}
     groups = {v: [i for i, s in enumerate(sets) if s.violation == v] for v in dict.fromkeys(s.violation for s in sets)}
     groups["overall"] = list(range(len(sets)))
@@ -181,14 +181,14 @@ def fmt(estimate: dict) -> str:
     return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
 
 
-def physics_markdown(physics: dict, spec: dict, level: str = "##") -> list[str]:
+def physics_markdown(physics: dict, spec: dict) -> list[str]:
     """Report lines: relative accuracy and AUROC per violation and overall, with CIs, and the differences."""
     models = {name: entry for name, entry in physics["models"].items() if entry.get("scores")}
     if not models:
         return []
     how = spec["score"]
     violations = [v for v in next(iter(models.values()))["scores"] if v != "overall"]
-    lines = [f"{level} Physics: predictive surprise on matched sets", "",
+    lines = ["## Physics: predictive surprise on matched sets", "",
              f"Each model predicts every next step from the {spec['context']} frames before it in its own space; a "
              f"clip's score is the {how} of its surprise curve after the context. Within a set (2 possible + 2 "
              "impossible clips showing the same frames) the impossible clips should be more surprising: relative "
