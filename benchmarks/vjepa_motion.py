@@ -3,7 +3,7 @@
 For one named variant (a recipe + CLI overrides; `VARIANTS` below is the record of the search in
 docs/vjepa.md, "Learning motion"):
 
-1. train the recipe through the project's CLI machinery (`patchworld.compare.Study.prepare_model`, i.e.
+1. train the recipe through the project's CLI machinery (`patchworld.evaluation.study.Study.contestants.prepare_model`, i.e.
    `PatchworldCLI(args=..., run=False)` + `trainer.fit`) on the comparison study's data (SyntheticWorld,
    8 frames, 32x32, batch 16, up to 3 objects, gravity_prob 0.3, reverse_prob 0.5, seed 0) for
    budget / (FLOPs of one training step) steps, in fp32;
@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from patchworld.compare import DataSpec, ModelSpec, ProbeSpec, Study
-from patchworld.probes import extract_features, probe_inputs, probe_sweep
+from patchworld.evaluation.study import DataSpec, ModelSpec, ProbeSpec, Study
+from patchworld.evaluation.features import extract_features
+from patchworld.evaluation.probes import probe_inputs, probe_sweep
 
 TASKS = ["direction", "speed", "reversed"]
 P244 = ["--model.backbone.init_args.patch_size", "[2, 4, 4]"]
@@ -118,10 +119,10 @@ def run(name: str, recipe: str, overrides: list[str], output: Path, budget: floa
     overrides = list(overrides) + ["--trainer.precision", "32-true"]
     s = study(output / name, budget)
     if steps is not None:  # a fixed step count instead of the FLOP budget
-        s.budget_flops = None
+        s.contestants.budget_flops = None
         overrides += ["--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1"]
     bar = _Bar()
-    random_model, frames, _ = s.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides, train=False), bar)
+    random_model, frames, _ = s.contestants.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides, train=False), bar)
     key = weights_hash(random_model)
     cache = output / f"random-init-{key}.json"
     if cache.exists():
@@ -134,7 +135,7 @@ def run(name: str, recipe: str, overrides: list[str], output: Path, budget: floa
         cache.write_text(json.dumps(random_rows))
     del random_model
     start = time.perf_counter()
-    model, frames, cost = s.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides), bar)
+    model, frames, cost = s.contestants.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides), bar)
     cost["wall_time_s"] = time.perf_counter() - start if cost.get("wall_time_s") is None else cost["wall_time_s"]
     print(f"trained {cost['steps']} steps in {cost['wall_time_s']:.0f} s ({cost['flops_per_step']:.3g} FLOPs/step, "
           f"{cost['train_flops']:.3g} in all)")

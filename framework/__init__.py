@@ -2,18 +2,20 @@
 
 The import name ``patchworld`` maps to the ``framework/`` folder; first-party plugins are the
 ``patchworld_plugins`` package (``plugins/``) and shipped recipes the ``patchworld_recipes`` package
-(``recipes/``).
+(``recipes/``). Plugin authors: `patchworld.testing` holds the conformance checks, ``patchworld new plugin``
+scaffolds a package (docs/plugins.md).
 """
-from .errors import ComponentError, DataError, PatchworldError
+from .errors import ComponentError, ContractError, DataError, PatchworldError
 from .hookspecs import hookimpl
-from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer, split_past_future
+from .interfaces import (Backbone, Conditioner, Decoder, GenerativeBackbone, Objective, Tokenizer,
+                         split_past_future)
 from .model import WorldModel
 from .patches import PatchEmbed3d, gather_tokens, grid_positions, patchify, unpatchify
 from .plugins import load_plugins
 from .positions import Rope3d, sincos_3d
 
 __all__ = [
-    "Backbone", "ComponentError", "Conditioner", "DataError", "Decoder", "Objective", "PatchEmbed3d",
-    "PatchworldError", "Rope3d", "Tokenizer", "WorldModel", "gather_tokens", "grid_positions", "hookimpl",
-    "load_plugins", "patchify", "sincos_3d", "split_past_future", "unpatchify",
+    "Backbone", "ComponentError", "Conditioner", "ContractError", "DataError", "Decoder", "GenerativeBackbone",
+    "Objective", "PatchEmbed3d", "PatchworldError", "Rope3d", "Tokenizer", "WorldModel", "gather_tokens",
+    "grid_positions", "hookimpl", "load_plugins", "patchify", "sincos_3d", "split_past_future", "unpatchify",
 ]

@@ -9,6 +9,8 @@
   model a recipe builds and the one a checkpoint holds (another part class, missing or extra weights,
   other shapes).
 * `find_last(root)`: the newest ``last.ckpt`` of the runs under a directory (``--ckpt_path last``).
+* `load_world(recipe, checkpoint)` -> (WorldModel, datamodule) built from a recipe exactly as ``patchworld fit``
+  builds it, with weights from a checkpoint (or at their seeded random initialisation).
 """
 from __future__ import annotations
 
@@ -127,3 +129,31 @@ def _class_name(part) -> str | None:
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None):
+    """(WorldModel, datamodule) from a recipe, as ``patchworld fit`` would build them.
+
+    `recipe` is a path or a shipped recipe name; `overrides` are extra CLI arguments (e.g.
+    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt, or ``"last"``: the
+    newest ``last.ckpt`` under the recipe's ``trainer.default_root_dir``) the model's weights
+    are loaded from it, and a checkpoint trained with other settings is a `PatchworldError` naming the keys
+    that differ; without one they keep their random initialisation, seeded by the recipe's ``seed_everything``.
+    """
+    import warnings
+
+    from .cli import PatchworldCLI, resolve_recipe_args
+    from .plugins import load_plugins
+
+    args = resolve_recipe_args(["--config", str(recipe)], load_plugins()) + list(overrides or [])
+    with warnings.catch_warnings():  # we pass args on purpose
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = PatchworldCLI(args=args, run=False)
+    model = cli.model
+    if checkpoint is not None:
+        if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs
+            checkpoint = find_last(cli.trainer.default_root_dir)
+        state = load_checkpoint(checkpoint)
+        check_fits(model, state, checkpoint, str(recipe))
+        model.load_state_dict(state["state_dict"])
+    return model, cli.datamodule

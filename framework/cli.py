@@ -21,14 +21,17 @@ import shutil
 import sys
 import typing
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
+import torch
 import yaml
 from jsonargparse import ArgumentParser
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from jsonargparse._typehints import ActionTypeHint
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .checkpoints import check_fits, find_last, load_checkpoint
@@ -146,11 +149,19 @@ class PatchworldCLI(LightningCLI):
         # patchworld's batch samplers split every global batch between ranks themselves (and resume exactly),
         # so Lightning must not swap in its DistributedSampler.
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.add_argument("--threads", type=int | None, default=None,
+                            help="torch compute threads of this process (torch.set_num_threads); default: one per "
+                                 "core. On a machine shared with other busy processes, fewer threads than cores "
+                                 "keep the throughput (docs/performance.md)")
         integers_first(parser)
 
     def before_instantiate_classes(self) -> None:
-        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
-        trainer.precision = trainer_precision(trainer.precision, trainer.accelerator)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        config.trainer.precision = trainer_precision(config.trainer.precision, config.trainer.accelerator)
+        if config.get("threads") is not None:
+            if config.threads < 1:
+                raise PatchworldError(f"--threads must be at least 1, got {config.threads}")
+            torch.set_num_threads(config.threads)
 
     def _parse_ckpt_path(self) -> None:
         """Lightning would replace the recipe's (and the command line's) model with the checkpoint's saved
@@ -191,10 +202,26 @@ class PatchworldCLI(LightningCLI):
                 raise SystemExit(130) from None
             discard_empty_run(fresh)
             raise
-        trainer = self.trainer
-        if subcommand == "fit" and 0 < trainer.max_steps and trainer.global_step < trainer.max_steps:
-            print(f"patchworld: training ended at step {trainer.global_step} of the {trainer.max_steps} planned "
-                  f"(max_time or max_epochs came first)", file=sys.stderr)
+        if subcommand == "fit" and (shortfall := cut_short(self.trainer)):
+            print(shortfall, file=sys.stderr)
+
+
+def cut_short(trainer) -> str | None:
+    """One line when training ended before `max_steps`, naming what stopped it, else None; so nobody takes a
+    model stopped by a wall-time budget for the one a recipe documents."""
+    steps, planned = trainer.global_step, trainer.max_steps
+    if not 0 < planned or steps >= planned:
+        return None
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        reason = (f"stopped by max_time ({timedelta(seconds=round(timer.time_elapsed()))} of training) after "
+                  f"{steps} of {planned} steps; this is not the fully trained model (raise --trainer.max_time)")
+    elif trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
+        reason = f"stopped by max_epochs ({trainer.max_epochs}) after {steps} of {planned} steps"
+    else:
+        reason = f"stopped early after {steps} of {planned} steps (a callback asked to stop)"
+    return f"patchworld: training ended at step {steps} of the {planned} planned: {reason}"
 
 
 def integers_first(parser: ArgumentParser) -> None:
@@ -228,11 +255,13 @@ def resolve_recipe_args(argv: list[str], registry: Registry) -> list[str]:
             value = arg.split("=", 1)[1]
         else:
             continue
-        if Path(value).exists():
-            check_recipe_file(Path(value))
-            continue
-        found = registry.find_recipe(Path(value).name)  # NAME, or PLUGIN:NAME for a plugin's recipe
+        # a file is a recipe file; otherwise NAME, or PLUGIN:NAME for a plugin's recipe (even where a folder
+        # NAME exists, e.g. the plugin's own package folder)
+        found = None if Path(value).is_file() else registry.find_recipe(Path(value).name)
         if found is None:
+            if Path(value).exists():
+                check_recipe_file(Path(value))
+                continue
             raise PatchworldError(f"recipe {value!r} not found; shipped recipes: {', '.join(sorted(recipes))}")
         path = str(found[0])
         if arg.startswith("--config="):
@@ -301,7 +330,14 @@ def show_commands(registry: Registry) -> None:
             print(f"  {name:<18} [{plugin}] {summary}")
 
 
-COMMANDS = {"plugins": show_plugins, "recipes": show_recipes}
+def scaffold_command(registry: Registry, argv: list[str]) -> int:
+    """``patchworld new plugin NAME --kind KIND``: scaffold a plugin package (`patchworld.scaffold`)."""
+    from .scaffold import new_command  # it builds on this module's CommandParser
+
+    return new_command(registry, argv)
+
+
+COMMANDS = {"plugins": show_plugins, "recipes": show_recipes, "new": scaffold_command}
 USAGE = """usage: patchworld COMMAND [options]
 
 training and inference (Lightning; `patchworld COMMAND --help` for options):
@@ -310,7 +346,9 @@ training and inference (Lightning; `patchworld COMMAND --help` for options):
   predict            run a checkpoint through the recipe's decoder (--ckpt_path)
 catalogue:
   plugins            every component by kind, with the plugin it came from
-  recipes            the shipped recipes"""
+  recipes            the shipped recipes
+writing plugins:
+  new                a plugin package that installs, tests and trains:  patchworld new plugin NAME --kind backbone"""
 
 
 def show_usage(registry: Registry) -> int:

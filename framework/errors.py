@@ -11,3 +11,8 @@ class ComponentError(PatchworldError):
 
 class DataError(PatchworldError):
     """Unreadable videos, empty folders, sizes that do not fit the model."""
+
+
+class ContractError(ComponentError):
+    """A component broke its part's contract (a shape, dtype or keyword rule of `patchworld.interfaces`); the
+    message names the component, the rule, what it did and the fix."""

@@ -4,16 +4,28 @@ Tensor conventions (one for the whole project):
 * video:     (B, C, T, H, W) float in [-1, 1]
 * latents:   (B, c, t, h, w)
 * tokens:    (B, N, D) with integer positions (B, N, 3) = (t, h, w), time-major
-* a batch:   dict with "video", optionally "caption" (list[str]), "labels" (dict of (B,) long), ...
+* a batch:   what a datamodule yields, a dict with
+             "video"   (B, 3, T, H, W) floating in [-1, 1] (required),
+             "caption" list of B str (optional),
+             "labels"  dict of name -> (B,) integer tensor (optional),
+             "index"   (B,) integer dataset indices, distinct within the batch (optional; the per-clip
+                       randomness of `patchworld.randomness` is keyed on it), and anything else it likes.
 
 Every part is an `nn.Module` so its weights live in the one checkpoint. `bind(world)` is called once by
 `WorldModel.__init__` (tokenizer, conditioner, backbone, objective, decoder, in that order) so a part can
 size itself from the others (e.g. a backbone's patch embedding from the tokenizer's latent channels).
+
+Each class below states its **contract**: what it must accept and return. `WorldModel` checks the batch,
+the tokenizer, the backbone and the conditioner once per stage on its first batch and every objective
+step's result (`patchworld.contracts`, an error naming the component and the rule);
+`patchworld.testing.check_<part>` checks all of it, and more, in a plugin's tests. Every part also
+runs under bf16 autocast, round-trips through its `state_dict` (loaded with ``weights_only=True``) and
+pickles (DDP starts processes with copies of it).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -39,6 +51,14 @@ class Tokenizer(Component):
 
     `compression` = (temporal, height, width) factors. A `causal` tokenizer encodes frame 0 on its own,
     so T = 1 + k * temporal (images are 1-frame videos); otherwise T = k * temporal.
+
+    Contract:
+    * `latent_channels` (c, an int >= 1), `compression` (three ints >= 1) and `causal` (a bool) describe it,
+      and `latent_grid` (which uses them) gives the latent size of every valid video size;
+    * `encode(video)`: video (B, 3, T, H, W) floating in [-1, 1] -> latents (B, c, t, h, w) floating with
+      (t, h, w) = `latent_grid(T, H, W)`; each clip on its own (nothing depends on the rest of the batch);
+      a causal tokenizer's latent frame 0 depends on pixel frame 0 only;
+    * `decode(latents)`: (B, c, t, h, w) -> video (B, 3, `pixel_frames(t)`, h * ch, w * cw) floating.
     """
 
     latent_channels: int = 3
@@ -84,6 +104,19 @@ class Backbone(Component):
     A backbone owns its tubelet embedding (`embed`: latents -> tokens, positions) and maps tokens at
     arbitrary integer positions to features of width `dim` (`forward`). Working from positions rather
     than a fixed table means any grid size and any subset of tokens (masking) work.
+
+    Contract:
+    * `dim` (D), `patch_size` (pt, ph, pw) and `blocks` (its blocks in order, e.g. an `nn.ModuleList`:
+      `depth` counts them and the comparison's layer search tries each depth) describe it;
+    * `embed(latents)`: latents (B, c, t, h, w) -> tokens (B, N, D) floating and positions (B, N, 3)
+      integer, the (t, h, w) of every cell of the (t/pt, h/ph, w/pw) token grid in time-major order
+      (`grid_positions`), N = t*h*w / (pt*ph*pw);
+    * `forward(tokens, positions, depth=None, **conditions)`: tokens (B, N, D) at positions (B, N, 3) ->
+      features (B, N, D) floating, one per token, for any grid, any subset of its tokens and any order
+      (a token's place comes from its position, never from its index: masked objectives pass only the
+      visible tokens), each clip on its own; ``depth=k`` returns the features after the first k blocks
+      (None: all of them). Conditions are optional keywords, so ``backbone(tokens, positions)`` always
+      works: `VideoMAE` and `VJEPA` pass none, `Flow` and `DDPM` those of `GenerativeBackbone`.
     """
 
     def __init__(self, dim: int, patch_size: int | tuple[int, int, int] | list[int] = (2, 8, 8)):
@@ -101,12 +134,50 @@ class Backbone(Component):
         """latents (B, c, t, h, w) -> tokens (B, N, D), positions (B, N, 3)."""
         return self.patch_embed(latents)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, **conditions: Any) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, depth: int | None = None,
+                **conditions: Any) -> torch.Tensor:
+        """Features (B, N, D) of tokens (B, N, D) at positions (B, N, 3), after `depth` blocks (None: all)."""
         raise NotImplementedError
 
 
+@runtime_checkable
+class GenerativeBackbone(Protocol):
+    """What a generative objective (`Flow`, `DDPM`: any `GenerativeObjective`) needs from its backbone, on
+    top of the `Backbone` contract; `DiT` implements it. `GenerativeObjective.bind` refuses a backbone
+    without it (`patchworld.contracts.check_generative_backbone`), naming what is missing.
+
+    * `patch_values`: values per output patch, latent channels x pt x ph x pw (one patch of `patchify`);
+    * `embed(latents, clean_mask)`: as `Backbone.embed`, with clean_mask (B, t) bool marking the latent
+      frames that are given (kept clean: frame conditioning), or None;
+    * `forward(tokens, positions, timesteps, context, context_mask, clean=None, depth=None, head=False)`,
+      the first five positional: timesteps (B,) in [0, 1] (1 = pure noise; None = 0, clean), context
+      (B, L, Dc) the conditioner's tokens with context_mask (B, L) (both None without a conditioner),
+      clean (B, N) bool the tokens whose frames are given (None: none), ``depth`` as in `Backbone`; with
+      ``head=True`` it returns the prediction (B, N, patch_values) in `patchify`'s layout instead of the
+      features (B, N, D).
+    """
+
+    patch_values: int
+
+    def embed(self, latents: torch.Tensor, clean_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, timesteps: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                clean: torch.Tensor | None = None, depth: int | None = None, head: bool = False) -> torch.Tensor:
+        ...
+
+
 class Conditioner(Component):
-    """Captions -> conditioning tokens (B, L, dim) and a padding mask (B, L), True where real."""
+    """Captions -> conditioning tokens (B, L, dim) and a padding mask (B, L), True where real.
+
+    Contract:
+    * `dim` (an int): the width of its tokens (a backbone sizes its cross-attention from it in `bind`);
+    * `forward(captions)`: B captions (a list of str; "" is the unconditional caption that classifier-free
+      guidance contrasts with) -> tokens (B, L, dim) floating and mask (B, L) bool, True where a token is
+      real. Every caption, "" included, has at least one real token, and a caption's real tokens do not
+      depend on the other captions of the batch (padding never leaks into them).
+    """
 
     dim: int
 
@@ -119,6 +190,16 @@ class Objective(Component):
 
     The WorldModel delegates its steps to the objective, passing itself so the objective can reach the
     tokenizer, backbone and conditioner.
+
+    Contract:
+    * `training_step` returns a dict with "loss", a 0-dim floating tensor that has a gradient, and any
+      other one-element values to log; its random draws (masks, noise, timesteps) come from
+      `patchworld.randomness`, so a resumed or DDP run draws the same;
+    * `validation_step` returns a dict of one-element values with "loss", the same every time for the same
+      batch and weights (out of training the draws use the fixed validation key);
+    * `predict_step` returns a dict, what the decoder writes; `prepare_batch` returns the batch dict;
+    * `features` returns tokens (B, N, D) and positions (B, N, 3) for every choice of `feature_options`,
+      and `future_error`, if defined, (B,); both score each clip on its own.
     """
 
     def prepare_batch(self, batch: dict) -> dict:
@@ -177,7 +258,13 @@ class Objective(Component):
 
 
 class Decoder(Component):
-    """Turns predict outputs into what the user gets (mp4 files, feature files, class labels)."""
+    """Turns predict outputs into what the user gets (mp4 files, feature files, class labels).
+
+    Contract: `write` writes files under `directory` only, each one whole (write through
+    `patchworld.data.video_io.atomic_path`, so a crash leaves no half-written file), and returns their
+    paths; outputs may be bf16 (predict under bf16-mixed); two batches never write the same file (name
+    files by ``batch["index"]`` when the batch has it, else by `batch_index`).
+    """
 
     def write(self, outputs: dict[str, Any], batch: dict, directory: Path, batch_index: int) -> list[Path]:
         """Write this batch's outputs under `directory`; return the paths written."""

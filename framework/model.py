@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 
+from .contracts import check_parts, check_step_output
 from .guard import NonFiniteGuard
 from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 from .writer import DecoderWriter
@@ -34,6 +35,16 @@ def warmup_cosine(step: int, total: float, warmup: int, min_ratio: float) -> flo
         return 1.0
     progress = min(1.0, (step - warmup) / (total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(module: torch.nn.Module) -> list[dict]:
+    """The optimizer's two groups of `module`'s trainable parameters: weights (>= 2 dimensions) with the
+    optimizer's weight decay, biases and norms without."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class WorldModel(pl.LightningModule):
@@ -90,24 +101,43 @@ class WorldModel(pl.LightningModule):
         # seed_everything, which Lightning's CLI applies before it builds the model; kept in checkpoints
         self.seed = torch.initial_seed()
         self._rng_states_to_restore: dict | None = None
+        # the longest clip (pixel frames) it trained on, kept in checkpoints (None: not known, e.g. before
+        # training or from an older checkpoint); generation slides windows of this length over longer videos
+        self.clip_frames: int | None = None
+        self._checked_stages: set[str] = set()  # stages whose first batch was checked (`check_first_batch`)
 
-    # ---- steps: all delegated to the objective -------------------------------------------------
+    # ---- steps: all delegated to the objective, whose results are checked (patchworld.contracts) ----
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return self.objective.prepare_batch(batch)
+        return check_step_output(self.objective, "prepare_batch", self.objective.prepare_batch(batch))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.objective.training_step(self, batch)
+        self.check_first_batch("train", batch)
+        self.clip_frames = max(self.clip_frames or 0, batch["video"].shape[2])
+        out = check_step_output(self.objective, "training_step", self.objective.training_step(self, batch))
         self._log("train", out, batch)
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._log("val", self.objective.validation_step(self, batch), batch)
+        self.check_first_batch("val", batch)
+        out = check_step_output(self.objective, "validation_step", self.objective.validation_step(self, batch))
+        self._log("val", out, batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._log("test", self.objective.validation_step(self, batch), batch)
+        self.check_first_batch("test", batch)
+        out = check_step_output(self.objective, "validation_step", self.objective.validation_step(self, batch))
+        self._log("test", out, batch)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        return self.objective.predict_step(self, batch)
+        self.check_first_batch("predict", batch)
+        return check_step_output(self.objective, "predict_step", self.objective.predict_step(self, batch))
+
+    def check_first_batch(self, stage: str, batch: dict) -> None:
+        """On a stage's first batch, check the batch and the tokenizer's, backbone's and conditioner's outputs
+        on it against their contracts (`patchworld.contracts.check_parts`: once per stage, on two clips)."""
+        if stage not in self._checked_stages:
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            check_parts(self, batch, datamodule or "the batch")
+            self._checked_stages.add(stage)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.weight_decay_end is None:
@@ -140,10 +170,12 @@ class WorldModel(pl.LightningModule):
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", batch_size=size, sync_dist=stage != "train")
 
-    # ---- exact resume: the run seed and the global RNG states travel in the checkpoint -----------
+    # ---- exact resume: the run seed and the global RNG states (and the clip length) travel in the checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the run seed and torch / numpy / python RNG states (for anything still drawn from them,
-        e.g. timm's DropPath), as tensors and plain values so a weights-only load accepts them."""
+        e.g. timm's DropPath), as tensors and plain values so a weights-only load accepts them, and the
+        training clip length."""
+        checkpoint["patchworld_clip_frames"] = self.clip_frames
         name, keys, position, has_gauss, gauss = np.random.get_state()
         checkpoint["patchworld_randomness"] = {
             "seed": self.seed,
@@ -153,8 +185,9 @@ class WorldModel(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take the checkpoint's run seed now (validation draws depend on it); the RNG states are put back
-        when training restarts (`on_train_start`, after Lightning's sanity check has used the RNGs)."""
+        """Take the checkpoint's run seed (validation draws depend on it) and clip length now; the RNG states
+        are put back when training restarts (`on_train_start`, after Lightning's sanity check has used them)."""
+        self.clip_frames = checkpoint.get("patchworld_clip_frames")
         saved = checkpoint.get("patchworld_randomness")
         if saved is not None:
             self.seed = int(saved["seed"])
@@ -170,11 +203,7 @@ class WorldModel(pl.LightningModule):
 
     # ---- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = parameter_groups(self)
         if self.optimizer_factory is None:
             optimizer = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
         else:

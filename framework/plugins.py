@@ -28,7 +28,7 @@ from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
 ENTRY_POINT_GROUP = "patchworld"
 FIRST_PARTY = "patchworld_plugins"
 DISABLE_ENV = "PATCHWORLD_DISABLE_PLUGINS"
-RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes")
+RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes", "new")
 
 #: kind -> (required base class, hook name)
 KINDS: dict[str, tuple[type, str]] = {

@@ -53,12 +53,20 @@ class Rope3d(nn.Module):
         angles = positions.float().unsqueeze(-1) * self.freqs  # (B, N, 3, per_axis/2)
         return angles.flatten(-2).unsqueeze(1)
 
+    def rotations(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (B, N, 3) -> the rotations e^(i angle) as complex numbers (B, 1, N, 3*per_axis/2): compute
+        them once and pass them to every `forward` instead of the angles."""
+        angles = self.angles(positions)
+        return torch.polar(torch.ones_like(angles), angles)
+
     def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        # x: (B, heads, N, head_dim); angles: (B, 1, N, R/2) with R = 3*per_axis rotated channels
-        rotated = angles.shape[-1] * 2
-        x_rot, x_pass = x[..., :rotated].float(), x[..., rotated:]
-        pairs = x_rot.unflatten(-1, (-1, 2))  # (B, heads, N, R/2, 2)
-        cos, sin = angles.cos(), angles.sin()
-        first, second = pairs[..., 0], pairs[..., 1]
-        out = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1).flatten(-2)
-        return torch.cat([out.to(x.dtype), x_pass], dim=-1)
+        # x: (B, heads, N, head_dim); angles: (B, 1, N, R/2) real angles or complex `rotations`, R = 3*per_axis
+        # rotated channels. Channel pairs (2j, 2j+1) are complex numbers multiplied by their rotation (one
+        # kernel, instead of the cos / sin products, a stack and a copy).
+        rotation = angles if angles.is_complex() else torch.polar(torch.ones_like(angles), angles)
+        rotated = rotation.shape[-1] * 2
+        pairs = x[..., :rotated].float().unflatten(-1, (-1, 2))  # (B, heads, N, R/2, 2)
+        if pairs.storage_offset() % 2 or any(stride % 2 for stride in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()  # complex views need even strides (an odd head size)
+        turned = torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2)  # (B, heads, N, R)
+        return torch.cat([turned.to(x.dtype), x[..., rotated:]], dim=-1)

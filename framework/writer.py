@@ -6,6 +6,8 @@ from typing import Any
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from .contracts import check_written
+
 
 class DecoderWriter(BasePredictionWriter):
     """Calls `decoder.write(outputs, batch, directory, batch_index)` after every predict batch."""
@@ -18,7 +20,8 @@ class DecoderWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx=0):
         directory = pl_module.prediction_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        self.written += self.decoder.write(prediction, batch, directory, batch_idx)
+        written = self.decoder.write(prediction, batch, directory, batch_idx)
+        self.written += check_written(self.decoder, written, directory)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self.written:

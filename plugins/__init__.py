@@ -3,7 +3,7 @@
 from importlib.resources import files
 
 from patchworld import hookimpl
-from patchworld.compare import compare_command
+from patchworld.evaluation.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
 from patchworld.evaluation.physics import physics_command
 

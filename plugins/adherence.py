@@ -22,7 +22,7 @@ from patchworld.cli import CommandParser
 from patchworld.data.synthetic import TASKS, SyntheticClips, collate
 from patchworld.data.video_io import atomic_path, check_writable
 from patchworld.precision import autocast_bf16
-from patchworld.probes import load_world
+from patchworld.checkpoints import load_world
 
 ATTRIBUTES = ("shape", "colour", "direction")
 

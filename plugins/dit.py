@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from patchworld import Backbone, ComponentError, PatchEmbed3d, Rope3d
 
-from .vit import init_transformer
+from .vit import attention_backend, init_transformer
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:
@@ -37,7 +37,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, max_per
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one pass
 
 
 class Attention(nn.Module):
@@ -56,14 +56,16 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope: Rope3d | None = None,
                 angles: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, N, D); context: (B, L, Dc) or None; angles: (B, 1, N, R/2); mask: (B, 1, 1, L) True = attend
+        # x: (B, N, D); context: (B, L, Dc) or None; angles: (B, 1, N, R/2) (`Rope3d.rotations`);
+        # mask: (B, 1, 1, L) True = attend
         source = x if context is None else context
         q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, heads, N, hd)
         k, v = rearrange(self.kv(source), "b l (two h d) -> two b h l d", two=2, h=self.heads)  # (B, heads, L, hd)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None and angles is not None:
             q, k = rope(q, angles), rope(k, angles)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, hd)
+        with attention_backend(x):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, N, hd)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -101,11 +103,11 @@ class DiTBlock(nn.Module):
                 h = attn(h, rope=rope, angles=angles)
             else:
                 h = self._factorized(attn, h, rope, angles, grid, spatial=i == 0)
-            x = x + gate * h
+            x = torch.addcmul(x, gate, h)  # x + gate * h
         if self.cross_attn is not None and context is not None:
             x = x + self.cross_attn(self.cross_norm(x), context=context, mask=context_mask)  # (B, N, D)
         shift, scale, gate = mods[-3:]
-        return x + gate * self.mlp(modulate(self.mlp_norm(x), shift, scale))
+        return torch.addcmul(x, gate, self.mlp(modulate(self.mlp_norm(x), shift, scale)))  # x + gate * MLP
 
     @staticmethod
     def _factorized(attn: Attention, h: torch.Tensor, rope: Rope3d, angles: torch.Tensor, grid,
@@ -213,7 +215,7 @@ class DiT(Backbone):
         if self.factorized and math.prod(grid) != N:
             raise ValueError(f"factorized DiT attention needs a full token grid; got {N} tokens on grid {grid}")
         cond = self.conditioning(timesteps, context, context_mask, with_clean=clean is not None)  # (B, 1|2, D)
-        angles = self.rope.angles(positions)  # (B, 1, N, R/2)
+        angles = self.rope.rotations(positions)  # (B, 1, N, R/2) complex, once for every block
         mask = context_mask[:, None, None, :] if context_mask is not None else None  # (B, 1, 1, L)
         x = tokens
         for block in self.blocks[:depth]:

@@ -9,7 +9,9 @@ Frame conditioning (one mechanism for every task): the user gives *pixel* frames
 latent frame that carries it (`Tokenizer.latent_frame_of`). Those latent frames stay clean at every step:
 they are overwritten with the encoded given frames, the backbone sees them with timestep 0 and a mask
 channel, and they are left out of the loss. After decoding, the given pixel frames are pasted back, so
-they come out exactly as given.
+they come out exactly as given. The whole repertoire (`TASKS`) is this mechanism: a loop is a connect whose
+given frames are the model's own sample rolled by half its length, a long video is one extend_forward per
+window, and an edit (SDEdit) is the same sampling loop started from a noised video instead of pure noise.
 """
 from __future__ import annotations
 
@@ -18,29 +20,60 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from tqdm.auto import tqdm
 
 from patchworld import ComponentError, DataError, Objective, unpatchify
-from patchworld.randomness import Generators, draw, of_sample, sample_generators
+from patchworld.contracts import check_generative_backbone
+from patchworld.randomness import Generators, draw, keyed_generator, of_sample, sample_generators
 
 @dataclass(frozen=True)
 class Task:
     """A generative task: which frames of an n-frame clip are given (kept exactly) and the model fills in the
     rest. The one description both training (on latent frames, k drawn per clip) and sampling (on pixel
-    frames, k = `context_frames`) read, so a new task is one entry of `TASKS`."""
+    frames, k = `context_frames`) read, so a new task is one entry of `TASKS`.
+
+    At predict time the given frames are filled from conditioning files (`take`), or, for a loop, from the
+    model's own text-to-video sample rolled by half its length. An edit gives no frames: it starts sampling
+    from its file's video noised to `strength` (SDEdit) instead of from pure noise."""
 
     description: str
     given: Callable[[int, int], list[int]]  # (frames n, context k) -> the given frame indices
-    uses_context: bool = False  # whether k (1 .. n-1 frames of context) matters
+    uses_context: bool = False  # whether k (1 .. max_context(n) frames of context) matters
+    max_context: Callable[[int], int] = lambda n: n - 1  # the most context frames that leave some to generate
+    files: tuple[int, ...] = (1,)  # how many conditioning files predict accepts
+    # (n, k, files) -> for each file, the frame indices (negative: from its end) that fill the given frames in
+    # order (for an edit: all n frames, the video to edit)
+    take: Callable[[int, int, int], list[list[int]]] = lambda n, k, files: [list(range(k))]
+    strength: float | None = None  # an edit's default noise level, in (0, 1]
+    loop: bool = False  # the given frames come from the model's own t2v sample, rolled by half its length
+
+
+def _connect_frames(n: int, k: int) -> list[int]:
+    return [*range(k), *range(n - k, n)]
 
 
 TASKS: dict[str, Task] = {
-    "t2v": Task("nothing: text to video", lambda n, k: []),
-    "i2v": Task("the first frame: image to video", lambda n, k: [0]),
-    "extend_forward": Task("the first `context_frames` frames: continue a video", lambda n, k: list(range(k)), True),
-    "extend_backward": Task("the last `context_frames` frames: generate what led up to them",
-                            lambda n, k: list(range(n - k, n)), True),
-    "interpolate": Task("the first and last frames: fill in between", lambda n, k: [0, n - 1]),
+    "t2v": Task("nothing: text to video", lambda n, k: [], files=(0,), take=lambda n, k, files: []),
+    "i2v": Task("the first frame: image to video", lambda n, k: [0], take=lambda n, k, files: [[0]]),
+    "extend_forward": Task("the first `context_frames` frames: continue a video (its first frames open the clip)",
+                           lambda n, k: list(range(k)), True),
+    "extend_backward": Task("the last `context_frames` frames: what led up to a video (its first frames close the "
+                            "clip)", lambda n, k: list(range(n - k, n)), True),
+    "interpolate": Task("the first and last frames: fill in between (the first and last frames of one video, or "
+                        "the first of one file and the last of another)", lambda n, k: [0, n - 1], files=(1, 2),
+                        take=lambda n, k, files: [[0, -1]] if files == 1 else [[0], [-1]]),
+    "connect": Task("the first and last `context_frames` frames: a transition from the end of one video (its last "
+                    "frames open the clip) to the start of another (its first frames close it)", _connect_frames,
+                    True, lambda n: (n - 1) // 2, files=(2,),
+                    take=lambda n, k, files: [list(range(-k, 0)), list(range(k))]),
+    "loop": Task("connect's frames, from the model's own text-to-video sample rolled by half its length: a seamless "
+                 "loop (its last frame leads into its first)", _connect_frames, True, lambda n: (n - 1) // 2,
+                 files=(0,), take=lambda n, k, files: [], loop=True),
+    # edit's default strength 0.6: the lowest of the measured sweep at which a recoloured prompt shows its new
+    # colour in over 90% of edits while every subject's track stays within 3 px of the source's (docs/generation.md)
+    "edit": Task("nothing: a video noised to `strength` is denoised under a new prompt (SDEdit)", lambda n, k: [],
+                 take=lambda n, k, files: [list(range(n))], strength=0.6),
 }
 DEFAULT_MIXTURE = {"t2v": 0.6, "i2v": 0.15, "extend_forward": 0.1, "extend_backward": 0.05, "interpolate": 0.1}
 
@@ -49,11 +82,12 @@ def task_frames(task: str, frames: int, context_frames: int = 4) -> list[int]:
     """The pixel-frame indices a task gives for a `frames`-frame clip."""
     if task not in TASKS:
         raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    if task != "t2v" and frames < 2:
+    if frames < 2 and TASKS[task].given(2, 1):
         raise DataError(f"task {task!r} needs a clip of at least 2 frames, got {frames}")
-    if TASKS[task].uses_context and not 1 <= context_frames < frames:
+    most = TASKS[task].max_context(frames)
+    if TASKS[task].uses_context and not 1 <= context_frames <= most:
         raise DataError(f"context_frames={context_frames} is out of range for task {task!r} on a {frames}-frame "
-                        f"clip: give 1 to {frames - 1} (some frames must be left to generate)")
+                        f"clip: give 1 to {most} (some frames must be left to generate)")
     return TASKS[task].given(frames, context_frames)
 
 
@@ -108,7 +142,8 @@ def training_clean_mask(batch: int, latent_frames: int, mixture: dict[str, float
     for b in range(batch):  # nothing is drawn that is not used (one task: no draw; k only where it matters)
         g = of_sample(generator, b)
         task = TASKS[names[int(torch.multinomial(weights, 1, generator=g))] if len(names) > 1 else names[0]]
-        k = int(torch.randint(1, latent_frames, (), generator=g)) if task.uses_context else 0  # 1 .. t - 1
+        most = task.max_context(latent_frames)
+        k = int(torch.randint(1, most + 1, (), generator=g)) if task.uses_context and most >= 1 else 0  # 1 .. most
         clean[b, task.given(latent_frames, k)] = True
     return clean
 
@@ -121,11 +156,11 @@ class GenerativeObjective(Objective):
             classifier-free guidance contrasts with).
         steps: sampling steps at predict time.
         guidance: classifier-free guidance scale (1 = no guidance).
-        mixture: training task mixture {task: weight}; tasks: t2v, i2v, extend_forward, extend_backward,
-            interpolate.
+        mixture: training task mixture {task: weight}; tasks: the keys of `TASKS` (loop trains what connect
+            does, edit what t2v does).
         predict_task: what to condition on at predict time when the batch does not say (e.g. predicting on
-            SyntheticWorld clips: ``i2v`` animates their first frame).
-        context_frames: frames given by the extend tasks.
+            SyntheticWorld clips: ``i2v`` animates their first frame, ``edit`` re-draws them).
+        context_frames: frames given by the extend, connect and loop tasks.
         seed: noise seed at predict time (each clip's noise depends on seed and its index).
         progress: show a progress bar while sampling.
         feature_timestep / feature_depth: noise level and block whose hidden states `features` returns.
@@ -150,9 +185,7 @@ class GenerativeObjective(Objective):
         self.feature_timestep, self.feature_depth = feature_timestep, feature_depth
 
     def bind(self, world) -> None:
-        if world.backbone is None or not hasattr(world.backbone, "patch_values"):
-            raise ComponentError(f"{type(self).__name__} needs a diffusion backbone such as DiT, got "
-                                 f"{type(world.backbone).__name__}")
+        check_generative_backbone(world, type(self).__name__)  # the backbone is a patchworld.GenerativeBackbone
 
     # ---- what a subclass defines ------------------------------------------------------------------
     def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,16 +273,21 @@ class GenerativeObjective(Objective):
     # ---- sampling -------------------------------------------------------------------------------
     def sample_loop(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
                     steps: int, tokens: int = 256, clean_latents: torch.Tensor | None = None,
-                    clean: torch.Tensor | None = None, progress: bool | None = None) -> torch.Tensor:
-        """Integrate from `noise` at t=1 to t=0. `model(x, t)` returns the prediction for x at scalar time t;
-        where `clean` (broadcastable to x) is True, x is held at `clean_latents`."""
+                    clean: torch.Tensor | None = None, progress: bool | None = None,
+                    start: float = 1.0) -> torch.Tensor:
+        """Integrate from `noise` at t=`start` to t=0. `model(x, t)` returns the prediction for x at scalar time
+        t; where `clean` (broadcastable to x) is True, x is held at `clean_latents`. Below 1, `start` (SDEdit)
+        keeps only the schedule's times below it, so `noise` is then a clean signal noised to `start` and the
+        integration costs about `start` x `steps` steps."""
         def held(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # the model, with the given frames kept
             return model(torch.where(clean, clean_latents, x) if clean is not None else x, t)
 
         x = noise
         times = self.schedule(steps, tokens).to(noise.device)
+        if start < 1:
+            times = torch.cat([times.new_tensor([start]), times[times < start]])
         show = self.progress if progress is None else progress
-        for i in tqdm(range(steps), desc=f"{type(self).__name__} sampling", disable=not show, leave=False):
+        for i in tqdm(range(len(times) - 1), desc=f"{type(self).__name__} sampling", disable=not show, leave=False):
             if clean is not None:
                 x = torch.where(clean, clean_latents, x)
             x = self.step(x, model(x, times[i]), times[i], times[i + 1], held)
@@ -258,8 +296,10 @@ class GenerativeObjective(Objective):
     @torch.no_grad()
     def generate(self, world, captions: list[str] | None, video: torch.Tensor, given: torch.Tensor | None = None,
                  steps: int | None = None, guidance: float | None = None, seeds: list[int] | None = None,
-                 progress: bool | None = None) -> torch.Tensor:
+                 progress: bool | None = None, strength: float = 1.0) -> torch.Tensor:
         """Generate clips shaped like video (B, 3, T, H, W), keeping its frames where given (B, T) is True.
+        With `strength` below 1 (SDEdit), sampling starts from video's own latents noised to t = strength
+        with the seeded noise instead of from pure noise.
 
         Returns (B, 3, T, H, W) in [-1, 1]; the given frames are returned unchanged.
         """
@@ -270,10 +310,13 @@ class GenerativeObjective(Objective):
         given = given.to(video.device)
         if captions is not None and any(not c.strip() for c in captions):
             raise DataError("empty prompt: every prompt needs some text (use guidance=1 for unconditional samples)")
+        check_strength(strength)
         shape = (world.tokenizer.latent_channels, *grid)
         seeds = seeds if seeds is not None else [self.seed + i for i in range(B)]
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
         noise = noise.to(video.device)  # (B, c, t, h, w)
+        if strength < 1:  # SDEdit: the video's own latents, noised to t = strength
+            noise = self.noised(world.tokenizer.encode(video).float(), noise, torch.tensor(strength))
         clean = clean_latents = None
         if bool(given.any()):
             clean = latent_clean_mask(world.tokenizer, given)  # (B, t)
@@ -293,19 +336,54 @@ class GenerativeObjective(Objective):
 
         tokens = math.prod(grid) // math.prod(world.backbone.patch_size)
         latents = self.sample_loop(model, noise, steps, tokens, clean_latents,
-                                   clean[:, None, :, None, None] if clean is not None else None, progress)
+                                   clean[:, None, :, None, None] if clean is not None else None, progress, strength)
         out = world.tokenizer.decode(latents).float().clamp(-1, 1)  # (B, 3, T, H, W)
         return torch.where(given[:, None, :, None, None], video.float(), out)
 
+    def generate_long(self, world, captions: list[str] | None, video: torch.Tensor, given: torch.Tensor,
+                      window: int | None = None, overlap: int | None = None, seeds: list[int] | None = None,
+                      **options) -> torch.Tensor:
+        """`generate` for video (B, 3, N, H, W) of any length, window by window: each `window` frames long
+        (default: the clip length the model trained on, `WorldModel.clip_frames`; else N, one window), each
+        after the first an extend_forward of the frames made so far that fall in it: the last `overlap`
+        (default window // 2) frames of the previous window (the last window, moved back to end at frame N,
+        may get more), together with any frames given (B, N) there. `options` go to every `generate`."""
+        B, N = video.shape[0], video.shape[2]
+        window = window or world.clip_frames or N
+        if N <= window:
+            return self.generate(world, captions, video, given, seeds=seeds, **options)
+        overlap = window // 2 if overlap is None else overlap
+        if not 1 <= overlap < window:
+            raise DataError(f"overlap {overlap} is out of range for {window}-frame windows: give 1 to {window - 1}")
+        seeds = seeds if seeds is not None else [self.seed + i for i in range(B)]
+        starts = window_starts(N, window, overlap)
+        rank_zero_info(f"{N} frames in {len(starts)} windows of {window} frames (overlap {overlap})")
+        out, known = video.clone(), given.bool().clone()  # (B, 3, N, H, W); (B, N): given or made so far
+        for j, start in enumerate(starts):
+            part = slice(start, start + window)
+            window_seeds = seeds if j == 0 else [keyed_generator(s, j, 0, "window").initial_seed() for s in seeds]
+            out[:, :, part] = self.generate(world, captions, out[:, :, part], known[:, part], seeds=window_seeds,
+                                            **options)
+            known[:, part] = True
+        return out
+
     def predict_step(self, world, batch: dict) -> dict[str, Any]:
+        """Generate for a batch: "video" (B, 3, T, H, W) holds the given frames (or the video to edit); the
+        batch may also say "given" (B, T), "task" (default `predict_task`), "strength", "window", "overlap"."""
         video = batch["video"]
         B, T = video.shape[0], video.shape[2]
+        name = batch.get("task") or self.predict_task
         given = batch.get("given")
         if given is None:
-            given = given_mask(task_frames(self.predict_task, T, self.context_frames), T, B)
+            given = given_mask(task_frames(name, T, self.context_frames), T, B)
         index = batch.get("index")
         seeds = [self.seed + int(i) for i in index] if index is not None else None
-        return {"video": self.generate(world, batch.get("caption"), video, given, seeds=seeds)}
+        captions, long = batch.get("caption"), {"window": batch.get("window"), "overlap": batch.get("overlap")}
+        if TASKS[name].loop:  # the given frames: a text-to-video sample rolled by half, its end->start seam mid-clip
+            video = self.generate_long(world, captions, video, torch.zeros_like(given), seeds=seeds, **long)
+            video = video.roll(T // 2, dims=2)  # (B, 3, T, H, W): frame i is the sample's (i - T // 2) mod T
+        strength = batch.get("strength") or TASKS[name].strength or 1.0
+        return {"video": self.generate_long(world, captions, video, given, seeds=seeds, strength=strength, **long)}
 
     # ---- representations and surprise for the comparison ---------------------------------------
     def features(self, world, video: torch.Tensor, depth: int | None = None,
@@ -349,11 +427,26 @@ class GenerativeObjective(Objective):
         return torch.stack(errors).mean(0)
 
 
+def window_starts(frames: int, window: int, overlap: int) -> list[int]:
+    """The first frame of each window that covers `frames` frames, `overlap` frames apart (the last window
+    moved back to end at the last frame)."""
+    return [*range(0, frames - window, window - overlap), frames - window]
+
+
+def check_strength(strength: float) -> float:
+    """Raise a DataError unless `strength` (the noise level an edit starts from) is in (0, 1]."""
+    if not 0 < strength <= 1:
+        raise DataError(f"strength {strength} is out of range: give a value in (0, 1] (the noise level an edit "
+                        f"starts from; 1 = from pure noise, small = close to the source)")
+    return strength
+
+
 def seeded_noise(latents: torch.Tensor, seed: int) -> torch.Tensor:
     """The same Gaussian noise for every clip of latents (B, c, t, h, w), drawn from `seed`."""
     noise = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(seed))
     return noise.to(latents.device).expand_as(latents)
 
 
-__all__ = ["TASKS", "DEFAULT_MIXTURE", "GenerativeObjective", "task_frames", "given_mask", "latent_clean_mask",
-           "check_frame_indices", "fill_from_given", "training_clean_mask"]
+__all__ = ["TASKS", "DEFAULT_MIXTURE", "GenerativeObjective", "Task", "task_frames", "given_mask",
+           "latent_clean_mask", "check_frame_indices", "check_strength", "fill_from_given", "training_clean_mask",
+           "window_starts"]

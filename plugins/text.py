@@ -22,7 +22,8 @@ class TinyTextEncoder(Conditioner):
 
     Args:
         dim: output token width.
-        depth / heads: transformer blocks.
+        depth: transformer blocks.
+        heads: attention heads of each block.
         buckets: size of the hashed vocabulary.
         max_words: captions are truncated to this many words.
     """

@@ -223,6 +223,9 @@ class VAE(Tokenizer):
     """
 
     causal = True
+    #: layout of the weights and activations: channels-last-3d runs oneDNN's 3D convolutions several times
+    #: faster on a CPU than the default layout (`python benchmarks/vae_throughput.py --formats ...` compares)
+    memory_format = torch.channels_last_3d
 
     def __init__(self, compression: int | tuple[int, int, int] = (2, 4, 4), latent_channels: int = 8, width: int = 32,
                  multipliers: tuple[int, ...] = (1, 2, 4), blocks: int | tuple[int, ...] = 1,
@@ -252,7 +255,7 @@ class VAE(Tokenizer):
         self.register_buffer("latent_shift", torch.zeros(self.latent_channels))
         self.register_buffer("latent_scale", torch.ones(self.latent_channels))
         self.register_buffer("stats_updates", torch.zeros((), dtype=torch.long))
-        self.to(memory_format=torch.channels_last_3d)  # ~2-3x faster 3D convolutions on CPU (oneDNN)
+        self.to(memory_format=self.memory_format)
         self.frozen = weights is not None
         if weights is not None:
             self._load(weights, checkpoint)
@@ -301,7 +304,7 @@ class VAE(Tokenizer):
             raise DataError(f"VAE expects video (B, 3, T, H, W) (an image is a 1-frame video: add a time axis "
                             f"with video.unsqueeze(2)); got shape {tuple(video.shape)}")
         self.latent_grid(*video.shape[2:])  # a DataError stating the valid sizes
-        moments = self.encoder(video.contiguous(memory_format=torch.channels_last_3d))  # (B, 2c, t, h, w)
+        moments = self.encoder(video.contiguous(memory_format=self.memory_format))  # (B, 2c, t, h, w)
         mean, logvar = moments.float().chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
@@ -309,7 +312,7 @@ class VAE(Tokenizer):
         """raw latents (B, c, t, h, w) -> video (B, 3, T, H, W)."""
         if z.dim() != 5 or z.shape[1] != self.latent_channels:
             raise DataError(f"VAE.decode expects latents (B, {self.latent_channels}, t, h, w); got {tuple(z.shape)}")
-        return self.decoder(z.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+        return self.decoder(z.contiguous(memory_format=self.memory_format)).contiguous()
 
     @torch.no_grad()
     def update_latent_stats(self, mean: torch.Tensor, momentum: float = 0.01) -> None:

@@ -41,7 +41,9 @@ class VideoMAE(Objective):
 
     Args:
         mask_ratio: fraction of spatial cells hidden (as tubes through all time).
-        predictor_dim / predictor_depth / predictor_heads: the narrow predictor ("decoder").
+        predictor_dim: width of the narrow predictor (the "decoder").
+        predictor_depth: transformer blocks of the predictor.
+        predictor_heads: attention heads of the predictor.
         normalize_targets: regress each tubelet's values normalised by its own mean and std.
     """
 

@@ -6,12 +6,14 @@ narrow ViT that masked objectives (VideoMAE's decoder, V-JEPA's predictor) put a
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from patchworld import Backbone, ComponentError, sincos_3d
 
@@ -28,6 +30,18 @@ def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_
         Block(dim, heads, mlp_ratio, qkv_bias=True, drop_path=rate, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
         for rate in rates
     )
+
+
+def attention_backend(x: torch.Tensor, max_tokens: int = 2048):
+    """The SDPA backends for training attention over tokens `x` (B, N, D): on a CPU in bf16 (autocast or bf16
+    tensors), for sequences up to `max_tokens`, only the math one, whose backward is ~3x faster there than the
+    fused kernel's (docs/performance.md); anywhere else (a GPU, fp32, no gradient, long sequences) PyTorch's
+    choice. Use it as a context around the attention calls."""
+    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    bf16 = x.dtype == torch.bfloat16 or autocast_bf16
+    if x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and x.shape[-2] <= max_tokens:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def init_transformer(module: nn.Module) -> None:
@@ -63,8 +77,9 @@ class ViT(Backbone):
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Features of `tokens` (B, N, D) at `positions` (B, N, 3); `depth` stops after that many blocks."""
         x = tokens + sincos_3d(positions, self.dim).to(tokens.dtype)  # (B, N, D)
-        for block in self.blocks[:depth]:
-            x = block(x)  # (B, N, D)
+        with attention_backend(x):
+            for block in self.blocks[:depth]:
+                x = block(x)  # (B, N, D)
         return self.norm(x)
 
 
@@ -95,6 +110,7 @@ class TokenPredictor(nn.Module):
         context = self.embed(context) + sincos_3d(context_positions, self.dim).to(context.dtype)  # (B, Nc, dim)
         queries = self.mask_token + sincos_3d(target_positions, self.dim).to(context.dtype)  # (B, Nt, dim)
         x = torch.cat([context, queries.expand(context.shape[0], -1, -1)], dim=1)  # (B, Nc + Nt, dim)
-        for block in self.blocks:
-            x = block(x)
+        with attention_backend(x):
+            for block in self.blocks:
+                x = block(x)
         return self.head(self.norm(x[:, context.shape[1]:]))  # (B, Nt, out_dim)

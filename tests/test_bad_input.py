@@ -281,7 +281,7 @@ def test_malicious_checkpoint_as_a_vae(fails, malicious):
 
 
 def test_malicious_checkpoint_for_probes(malicious, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "patchworld.probes", "--config", VIDEOMAE, "--ckpt", str(malicious)],
+    done = subprocess.run([sys.executable, "-m", "patchworld.evaluation.probes", "--config", VIDEOMAE, "--ckpt", str(malicious)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("patchworld: error: " + REFUSED.format(malicious))

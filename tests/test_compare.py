@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from patchworld import WorldModel
-from patchworld.compare import FAMILIES, PixelFeatures, fit_frames, torch_threads
-from patchworld.cost import train_step_flops
-from patchworld.probes import (FeatureSet, auroc, extract_features, probe_accuracy, probe_inputs, probe_sweep,
-                               select_by_validation, train_probe)
+from patchworld.evaluation.contestants import PixelFeatures, fit_frames
+from patchworld.evaluation.study import FAMILIES, torch_threads
+from patchworld.evaluation.cost import train_step_flops
+from patchworld.evaluation.features import FeatureSet, extract_features
+from patchworld.evaluation.probes import probe_accuracy, probe_inputs, probe_sweep, select_by_validation, train_probe
+from patchworld.evaluation.statistics import auroc
 from patchworld_plugins.pixels import Pixels
 from patchworld_plugins.vae import VAE, VAEReconstruction
 from patchworld_plugins.vit import ViT
@@ -207,7 +209,7 @@ def test_compare_end_to_end_through_the_cli(run_cli, tmp_path):
 
 def test_probing_precomputed_features(run_cli, tmp_path):
     """A model given as a folder of features (here: saved by an earlier study) is probed like any other."""
-    from patchworld.probes import FeatureSet, save_features
+    from patchworld.evaluation.features import FeatureSet, save_features
 
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 40), ("val", 20), ("test", 20)):
@@ -228,7 +230,7 @@ def test_probing_precomputed_features(run_cli, tmp_path):
 
 
 def test_the_shipped_study_parses_and_gives_every_trained_model_its_control():
-    from patchworld.compare import make_study, parse_study
+    from patchworld.evaluation.compare import make_study, parse_study
 
     init, config = parse_study(["--config", "compare-tiny"])
     study = make_study(init)
@@ -279,7 +281,7 @@ def test_compare_on_a_labelled_video_folder(run_cli, tmp_path):
 
 def test_folder_probe_splits_are_disjoint_and_too_few_files_is_an_error(tmp_path):
     from patchworld import DataError
-    from patchworld.compare import DataSpec, ProbeSpec, Study
+    from patchworld.evaluation.study import DataSpec, ProbeSpec, Study
 
     study = Study([], [], DataSpec(folder=str(labelled_folder(tmp_path / "videos")), frames=4, size=(16, 16),
                                    folder_val_fraction=0.5), ProbeSpec(), None, tmp_path / "out")

@@ -199,7 +199,9 @@ def test_cli_fit_then_predict_writes_playable_mp4(run_cli, recipe_path, tmp_path
     step = Flow.step
     monkeypatch.setattr(Flow, "step", lambda self, *args: sampler_steps.append(1) or step(self, *args))
     assert run_cli(*predict) == 0
-    assert len(sampler_steps) == 2  # --model.objective.init_args.steps 2 took effect (one batch of 2 prompts)
+    # --model.objective.init_args.steps 2 took effect: 2 steps in each of the 2 windows the 6 frames take on a
+    # model trained on 4-frame clips (one batch of 2 prompts)
+    assert len(sampler_steps) == 4
     videos = sorted((tmp_path / "run" / "predictions").glob("*.mp4"))
     assert len(videos) == 2 and len(list((tmp_path / "run" / "predictions").glob("*.png"))) == 2
     with av.open(str(videos[0])) as container:
@@ -232,7 +234,7 @@ def test_frame_indices_out_of_range_and_unknown_task(tmp_path):
     with pytest.raises(DataError, match=r"given_frames \[9\] out of range for a 4-frame clip: valid pixel-frame indices are 0..3"):
         read_conditioning([str(path)], "t2v", 4, (16, 16), 2, [0, 9])
     with pytest.raises(DataError, match="valid tasks: t2v, i2v"):
-        task_frames("loop", 8)
+        task_frames("v2v", 8)
     with pytest.raises(DataError, match="needs --data.condition"):
         read_conditioning([], "i2v", 4, (16, 16), 2, None)
 

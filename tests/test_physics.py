@@ -92,7 +92,7 @@ def test_every_objective_predicts_the_future_from_the_past_only(make):
 
 def test_the_layer_search_finds_the_informative_layer(tmp_path):
     """A hand-built three-layer stack: only depth 2 carries the clip (so its colour); 1 and 3 are noise."""
-    from patchworld.compare import DataSpec, ModelSpec, ProbeSpec, Study
+    from patchworld.evaluation.study import DataSpec, ModelSpec, ProbeSpec, Study
 
     class Options:
         def feature_options(self, world):

@@ -165,12 +165,15 @@ def test_clashing_commands_disable_the_second_plugin():
                                    "b": make_plugin(patchworld_register_commands={"hello": my_command, "bye": my_command},
                                                     patchworld_register_backbones=[MyBackbone])})
     assert registry.commands == {"hello": (my_command, "a")} and registry.names("backbone") == []
-    with pytest.warns(UserWarning, match="plugin 'a' skipped: command 'fit' is a built-in patchworld command"):
-        registry = build_registry({"a": make_plugin(patchworld_register_commands={"fit": my_command})})
-    assert "built-in" in registry.failures["a"] and registry.commands == {}
+    for builtin in ("fit", "new"):
+        with pytest.warns(UserWarning, match=f"plugin 'a' skipped: command '{builtin}' is a built-in patchworld command"):
+            registry = build_registry({"a": make_plugin(patchworld_register_commands={builtin: my_command})})
+        assert "built-in" in registry.failures["a"] and registry.commands == {}
 
 
-def test_a_wrong_kind_disables_the_plugin_naming_it():
+def test_a_wrong_kind_disables_the_plugin_naming_it(monkeypatch, run_cli, capsys):
+    from patchworld import cli
+
     bad = make_plugin(patchworld_register_backbones=[MyDecoder], patchworld_register_objectives=[MyObjective])
     with pytest.warns(UserWarning, match=r"plugin 'bad' skipped: patchworld_register_backbones returned "
                                          r".*MyDecoder.* as a backbone, but it is not a Backbone subclass"):
@@ -178,6 +181,11 @@ def test_a_wrong_kind_disables_the_plugin_naming_it():
     assert "not a Backbone subclass" in registry.failures["bad"]
     assert registry.names("backbone") == [] and registry.names("objective") == []
     assert registry.names("tokenizer") == ["MyTokenizer"]
+    monkeypatch.setattr(cli, "load_plugins", lambda: registry)
+    assert run_cli("plugins") == 0 and run_cli("--help") == 0
+    out = capsys.readouterr().out
+    assert "MyTokenizer        [good]" in out and "broken plugin 'bad' (none of it is used)" in out
+    assert "usage: patchworld COMMAND" in out
     with pytest.warns(UserWarning, match="hook patchworld_register_backbones must return a list of classes, got type"):
         build_registry({"single": make_plugin(patchworld_register_backbones=MyBackbone)})
 
@@ -280,3 +288,14 @@ def test_pip_installed_third_party_backbone_trains_from_its_own_recipe(tmp_path)
                          env=env, cwd=tmp_path, capture_output=True, text=True)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "max_steps=20" in fit.stderr + fit.stdout
+
+
+def test_the_hook_reference_in_the_docs_is_rendered_from_the_hookspecs():
+    """docs/plugins.md's hook reference is framework/hookspecs.py's docstrings, rendered (one source of truth)."""
+    from patchworld.hookspecs import with_reference
+    from patchworld.plugins import HOOK_NAMES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    assert with_reference(text) == text, ("docs/plugins.md's hook reference is stale: run "
+                                          "python -c 'from patchworld.hookspecs import update_reference; update_reference()'")
+    assert all(f"### `{hook}()" in text for hook in HOOK_NAMES)

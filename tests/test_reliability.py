@@ -130,15 +130,16 @@ def test_an_interrupted_run_leaves_a_resumable_checkpoint(tmp_path, sent):
     """Stopped before its first validation or checkpoint, the README's main job still leaves last.ckpt."""
     command = [sys.executable, "-m", "patchworld.cli", "fit", "--config", str(RECIPES / "videomae-tiny.yaml"), *MAE_TINY,
                "--trainer.max_steps", "100000", "--trainer.default_root_dir", "run"]
-    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # stdout too: where `rich` is installed, Lightning prints the model summary there
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True)
     err = ""
-    for line in process.stderr:  # wait for training to start, then a little more
+    for line in process.stdout:  # wait for training to start, then a little more
         err += line
         if "Total params" in line or "Modules in" in line:
             break
     time.sleep(6)
     process.send_signal(sent)
-    err += process.stderr.read()
+    err += process.stdout.read()
     assert process.wait(timeout=120) == 130, err
     message = err.strip().splitlines()[-1]
     assert message.startswith("patchworld: interrupted at step ") and "; resume with --ckpt_path " in message, err

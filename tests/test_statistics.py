@@ -17,7 +17,7 @@ from patchworld.evaluation.statistics import (
     physics_estimates,
     relative_accuracy,
 )
-from patchworld.probes import auroc
+from patchworld.evaluation.statistics import auroc
 
 IMPOSSIBLE = np.array([True, True, False, False])  # K = 4 clips per matched set: 2 impossible, 2 possible
 
@@ -100,6 +100,16 @@ def test_relative_accuracy_is_per_set_and_impossible_may_differ_between_sets():
     # set 0: 5 > 0 and 5 > 1 -> 1.0; set 1: 1 > 0 and 2 > 0 -> 1.0 -- although pooled, 0 and 1 overlap
     assert relative_accuracy(scores, impossible) == 1.0
     assert physics_estimates(scores, impossible, resamples=100)["auroc"].value == auroc(scores, impossible) < 1.0
+
+
+def test_auroc_weights_count_items_as_repeats_and_rows_give_one_auroc_each():
+    scores, labels = np.array([0.1, 0.4, 0.35, 0.8, 0.4]), np.array([0, 0, 1, 1, 1])
+    weights = np.array([[1, 1, 1, 1, 1], [2, 0, 1, 3, 1], [0, 1, 0, 0, 1]])
+    rows = auroc(scores, labels, weights)
+    repeated = [auroc(np.repeat(scores, w), np.repeat(labels, w)) for w in weights]
+    assert rows.shape == (3,) and rows == pytest.approx(repeated, abs=1e-12)
+    assert auroc(scores, labels, weights[1]) == pytest.approx(repeated[1], abs=1e-12)
+    assert rows[2] == 0.5  # one positive tied with the only negative
 
 
 def test_physics_difference_is_paired_over_sets():
@@ -252,7 +262,7 @@ def test_other_bad_input_is_refused():
 
 def test_batched_intervals_match_the_generic_bootstrap_of_the_same_statistic():
     """The batched resamples of physics_estimates are those bootstrap draws for the same seed: the pooled
-    AUROC interval equals bootstrapping `patchworld.probes.auroc` over sets, one call per resample."""
+    AUROC interval equals bootstrapping `patchworld.evaluation.statistics.auroc` over sets, one call per resample."""
     rng = np.random.default_rng(14)
     scores, impossible = matched_sets(rng, 30, 0.7), np.tile(IMPOSSIBLE, (30, 1))
     batched = physics_estimates(scores, impossible, resamples=300, seed=5)

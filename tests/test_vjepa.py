@@ -7,7 +7,8 @@ import torch
 
 from patchworld import WorldModel, gather_tokens
 from patchworld.data.synthetic import SyntheticWorld
-from patchworld.probes import FeatureSet, extract_features, linear_probe
+from patchworld.evaluation.features import FeatureSet, extract_features
+from patchworld.evaluation.probes import linear_probe
 from patchworld_plugins.masks import LONG_RANGE, SHORT_RANGE, MaskFamily, block_size, multiblock_mask, spatial_block_mask
 from patchworld_plugins.pixels import Pixels
 from patchworld_plugins.vit import ViT
@@ -223,7 +224,7 @@ def test_linear_probe_and_feature_extraction():
 
 def test_load_world_loads_a_checkpoint_and_names_a_mismatch(tmp_path):
     from patchworld import PatchworldError
-    from patchworld.probes import load_world
+    from patchworld.checkpoints import load_world
 
     shallow = ["--model.backbone.init_args.depth", "1"]
     model, data = load_world("vjepa-tiny", None, shallow)

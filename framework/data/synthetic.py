@@ -297,7 +297,10 @@ class SyntheticWorld(pl.LightningDataModule):
         frames: frames per clip, or a list to vary duration per batch.
         size: (H, W) of each frame, or a list of (H, W) to vary size and aspect per batch.
         batch_size: clips per batch.
-        train_size / val_size / test_size / predict_size: clips per split (each split has its own seeds).
+        train_size: clips in the training split (each split has its own seeds).
+        val_size: clips in the validation split.
+        test_size: clips in the test split.
+        predict_size: clips in the predict split.
         max_objects: up to this many objects per clip (1-3).
         gravity_prob: fraction of clips with gravity.
         reverse_prob: fraction of clips played backwards (for the time-reversal probe).

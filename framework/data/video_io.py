@@ -135,30 +135,33 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_clip(
-    path: str | Path, frames: int, size: tuple[int, int], start: float = 0.0, fps: float | None = None
+    path: str | Path, frames: int | None, size: tuple[int, int], start: float = 0.0, fps: float | None = None,
+    pad: bool = True,
 ) -> torch.Tensor:
-    """Read `frames` frames from `start` seconds at `fps` (default: the file's), resized to cover `size`
-    (H, W) and centre-cropped. Short videos repeat their last frame. Returns (3, T, H, W) in [-1, 1]."""
+    """Read `frames` frames (None: every one to the end) from `start` seconds at `fps` (default: the file's),
+    resized to cover `size` (H, W) and centre-cropped. Short videos repeat their last frame, unless `pad` is
+    False (or `frames` None): then they give the frames they have. Returns (3, T, H, W) in [-1, 1]."""
     height, width = size
+    wanted = float("inf") if frames is None else frames
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             step = 1.0 / (fps or float(stream.average_rate or 25))
-            targets = [start + k * step for k in range(frames)]
             if start > 0 and stream.time_base is not None:
                 container.seek(int(start / stream.time_base), stream=stream, backward=True)
             picked: list[np.ndarray] = []
             for frame in container.decode(stream):
                 time = float(frame.pts * stream.time_base) if frame.pts is not None else len(picked) * step
-                while len(picked) < frames and time + 1e-6 >= targets[len(picked)] - step / 2:
+                while len(picked) < wanted and time + 1e-6 >= start + len(picked) * step - step / 2:
                     picked.append(_cover_crop(frame, height, width))
-                if len(picked) == frames:
+                if len(picked) == wanted:
                     break
     except Exception as error:
         raise DataError(f"{path}: cannot decode video ({type(error).__name__}: {error})") from None
     if not picked:
         raise DataError(f"{path}: no frame at or after {start:.2f}s")
-    picked += [picked[-1]] * (frames - len(picked))
+    if pad and frames is not None:
+        picked += [picked[-1]] * (frames - len(picked))
     clip = torch.from_numpy(np.stack(picked)).permute(3, 0, 1, 2).float()  # (3, T, H, W)
     return clip / 127.5 - 1
 

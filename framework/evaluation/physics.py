@@ -31,7 +31,7 @@ from ..data.matched import MATCHED_VIOLATIONS, MatchedSet, matched_sets, read_ma
 from ..data.video_io import atomic_path
 from ..errors import ComponentError, PatchworldError
 from ..precision import autocast_bf16
-from .statistics import Estimate, label, physics_difference, physics_estimates
+from .statistics import label, physics_difference, physics_estimates
 
 
 @dataclass
@@ -365,7 +365,7 @@ def physics_command(argv: list[str]) -> int:
         raise PatchworldError("physics: give --config with a recipe (and --ckpt_path) or a study config")
     raw = yaml.safe_load(Path(config_path).read_text()) or {}
     if isinstance(raw, dict) and ("models" in raw or "baselines" in raw):
-        from ..compare import study_physics_command
+        from .compare import study_physics_command
 
         return study_physics_command(argv)
     return recipe_physics(argv, config_path)
@@ -373,8 +373,8 @@ def physics_command(argv: list[str]) -> int:
 
 def recipe_physics(argv: list[str], recipe: str) -> int:
     """One recipe: its checkpoint (if given) and its random-init control, plus copy-last-frame pixels."""
-    from ..compare import PixelFeatures
-    from ..probes import load_world
+    from .contestants import PixelFeatures
+    from ..checkpoints import load_world
 
     rest = [a for i, a in enumerate(argv) if a not in ("--config", "-c") and (i == 0 or argv[i - 1] not in ("--config", "-c"))]
     p = parser()

@@ -26,7 +26,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..probes import auroc
 
 __all__ = [
     "Estimate",
@@ -240,27 +239,32 @@ def relative_accuracy(scores, impossible) -> float:
     return float(_set_relative_accuracy(*_matched_sets(scores, impossible)).mean())
 
 
-def _pooled_auroc_resampled(s: np.ndarray, imp: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """AUROC of all clips pooled, for each row of set multiplicities `counts` (rows, S): a Mann-Whitney
-    statistic with every clip weighted by how often its set was drawn, from one sort of the scores."""
-    flat, positive = s.ravel(), imp.ravel()
-    unit = np.repeat(np.arange(s.shape[0]), s.shape[1])
-    order = np.argsort(flat, kind="stable")
-    flat, positive, unit = flat[order], positive[order], unit[order]
-    first = np.searchsorted(flat, flat, side="left")  # each clip's tie group is [first, after)
-    after = np.searchsorted(flat, flat, side="right")
-    pos = np.flatnonzero(positive)
-    out, step = [], max(1, _BATCH // len(flat))
-    for start in range(0, len(counts), step):
-        c = counts[start : start + step].astype(np.float64)
-        negatives = np.zeros((len(c), len(flat) + 1))
-        np.cumsum(c[:, unit] * ~positive, axis=1, out=negatives[:, 1:])  # weighted negatives up to each clip
-        below = negatives[:, first[pos]]
-        tied = negatives[:, after[pos]] - below
-        weights = c[:, unit[pos]]
-        wins = (weights * (below + 0.5 * tied)).sum(axis=1)
-        out.append(wins / (weights.sum(axis=1) * negatives[:, -1]))
-    return np.concatenate(out)
+def auroc(scores, labels, weights=None):
+    """Area under the ROC curve of `scores` (higher = more positive) for binary `labels` (1 = positive):
+    the probability that a random positive outscores a random negative, ties counting one half (the
+    Mann-Whitney statistic). `weights` (n,) or (R, n): how much each item counts (e.g. its multiplicity in a
+    bootstrap resample); with (R, n) rows, one AUROC per row (R,) from a single sort of the scores."""
+    scores, labels = _as_array(scores).ravel(), _as_array(labels).ravel().astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"AUROC needs both classes; got {positives} positives and {negatives} negatives")
+    rows = np.ones((1, len(scores))) if weights is None else np.atleast_2d(_as_array(weights))
+    order = np.argsort(scores, kind="stable")
+    scores, labels, rows = scores[order], labels[order], rows[:, order]
+    first = np.searchsorted(scores, scores, side="left")  # each item's tie group is [first, after)
+    after = np.searchsorted(scores, scores, side="right")
+    positive = np.flatnonzero(labels)
+    out, step = [], max(1, _BATCH // len(scores))
+    for start in range(0, len(rows), step):
+        w = rows[start : start + step]
+        below_each = np.zeros((len(w), len(scores) + 1))
+        np.cumsum(w * ~labels, axis=1, out=below_each[:, 1:])  # weighted negatives up to each item
+        below = below_each[:, first[positive]]
+        tied = below_each[:, after[positive]] - below
+        wins = (w[:, positive] * (below + 0.5 * tied)).sum(axis=1)
+        out.append(wins / (w[:, positive].sum(axis=1) * below_each[:, -1]))
+    values = np.concatenate(out)
+    return float(values[0]) if weights is None or np.ndim(weights) == 1 else values
 
 
 def physics_estimates(
@@ -269,14 +273,15 @@ def physics_estimates(
     """``{"relative_accuracy", "auroc"}`` of surprise scores on matched sets, both with intervals over sets.
 
     Relative accuracy as in `relative_accuracy`; AUROC of all clips pooled across sets (impossible =
-    positive; `patchworld.probes.auroc`). Both resample whole sets — the same resamples for both.
+    positive; `auroc`). Both resample whole sets — the same resamples for both.
     """
     s, imp = _matched_sets(scores, impossible)
     estimates = {"relative_accuracy": _bootstrap_mean(_set_relative_accuracy(s, imp), resamples, level, seed)}
+    clip_set = np.repeat(np.arange(s.shape[0]), s.shape[1])  # each clip weighted by how often its set is drawn
     resampled = np.concatenate(
-        [_pooled_auroc_resampled(s, imp, _counts(batch, len(s))) for batch in _index_batches(len(s), resamples, seed)]
+        [auroc(s, imp, _counts(batch, len(s))[:, clip_set]) for batch in _index_batches(len(s), resamples, seed)]
     )
-    estimates["auroc"] = _interval(auroc(s.ravel(), imp.ravel()), resampled, level)
+    estimates["auroc"] = _interval(auroc(s, imp), resampled, level)
     return estimates
 
 

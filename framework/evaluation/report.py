@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.video_io import atomic_path
+from ..data.video_io import atomic_path
 from .probes import PROBES
 
 
@@ -48,7 +48,7 @@ def _where(point) -> str:
 def report_markdown(results: dict) -> str:
     """The report: accuracy per family and task with 95% intervals (largest label fraction), which
     differences are resolved, accuracy vs label fraction, the layer search, physics, cost."""
-    from .evaluation.physics import physics_markdown
+    from .physics import physics_markdown
 
     families = results["families"]
     tasks = [t for ts in families.values() for t in ts]
@@ -158,7 +158,7 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
     save(fig, "compare-fractions.png")
 
     if results.get("physics"):
-        from .evaluation.physics import plot_accuracy, plot_curves
+        from .physics import plot_accuracy, plot_curves
 
         plot_curves(results["physics"], directory / "physics-curves.png")
         plot_accuracy(results["physics"], directory / "physics-accuracy.png", results["physics"]["spec"]["score"])

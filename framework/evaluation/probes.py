@@ -1,23 +1,16 @@
-"""Frozen-representation evaluation: extract features from a world model and fit probes on them.
+"""Probes: light classifiers fitted on frozen features (`patchworld.evaluation.features`); they never
+update the model.
 
-The representation of a model is whatever its objective's `features(world, video)` returns — for V-JEPA
-the EMA target encoder's tokens. Probes never update the model.
-
-* `extract_features(model, dataloader)` -> `FeatureSet`: pooled (N, D) features (mean over tokens) and
-  every label the batches carry; optionally the tokens themselves (for attentive probes).
 * `linear_probe(train, test, task)` -> `ProbeResult`: a logistic-regression probe on standardised pooled
   features, trained full-batch with AdamW, scored by accuracy on `test`.
 * `AttentiveProbe` / `LinearProbe`, `train_probe`, `probe_sweep`: the comparison's probes (learned-query
   cross-attention pooling over all tokens + linear, or linear on standardised mean-pooled features), one
   independent query/head per task, an (lr, weight decay) sweep chosen on validation only, test accuracy
-  reported; `auroc` for surprise scores.
-* `load_world(recipe, checkpoint)` -> (WorldModel, datamodule) built from a recipe exactly as
-  ``patchworld fit`` builds it, with weights from a Lightning checkpoint (or left at their seeded random
-  initialisation, the usual baseline).
+  reported.
 
 From the shell::
 
-    python -m patchworld.probes --config recipes/vjepa-tiny.yaml --ckpt path/to/last.ckpt --task direction
+    python -m patchworld.evaluation.probes --config recipes/vjepa-tiny.yaml --ckpt path/to/last.ckpt --task direction
 
 trains the probe on the recipe's validation split and scores it on its test split (for SyntheticWorld
 both are disjoint from the training clips); without ``--ckpt`` it probes the random-init encoder.
@@ -25,31 +18,15 @@ both are disjoint from the training clips); without ``--ckpt`` it probes the ran
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
 
-from .precision import autocast_bf16
-
-
-
-@dataclass
-class FeatureSet:
-    """Frozen features of N clips: pooled (N, D) float32, labels {task: (N,) long}; optionally tokens
-    (N, L, D) and positions (N, L, 3) when every clip has the same token count L."""
-
-    pooled: torch.Tensor
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    tokens: torch.Tensor | None = None
-    positions: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.pooled.shape[0]
+from ..checkpoints import load_world
+from ..precision import autocast_bf16
+from .features import FeatureSet, extract_features
 
 
 @dataclass
@@ -61,96 +38,6 @@ class ProbeResult:
     test_accuracy: float
     chance: float
     classes: int
-
-
-@torch.no_grad()
-def extract_features(model, dataloader: Iterable[dict], keep_tokens: bool = False, max_batches: int | None = None,
-                     autocast_dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                     where: dict | None = None) -> FeatureSet:
-    """Run a frozen `WorldModel` over a dataloader of {"video", "labels"?} batches.
-
-    Args:
-        model: a `WorldModel` (its objective decides which encoder gives the features).
-        dataloader: batches with "video" (B, C, T, H, W) and optionally "labels" {task: (B,)}.
-        keep_tokens: also keep every token (N, L, D) and its position, for attentive probes.
-        max_batches: stop after this many batches.
-        autocast_dtype: run under autocast in this dtype (e.g. torch.bfloat16 on CPU); features are
-            returned in float32 either way.
-        device: where to run (default: where the model's parameters are).
-        where: where to read the features, as keyword arguments of `features` (e.g. {"depth": 2}; see
-            `Objective.feature_options`); default: the objective's own reading.
-    """
-    was_training = model.training
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    pooled, tokens, positions = [], [], []
-    labels: dict[str, list[torch.Tensor]] = {}
-    try:
-        for index, batch in enumerate(dataloader):
-            if max_batches is not None and index >= max_batches:
-                break
-            video = batch["video"].to(device)
-            context = torch.autocast(device.type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-            with context:
-                features, at = model.features(video, **(where or {}))  # (B, L, D), (B, L, 3)
-            features = features.float().cpu()
-            pooled.append(features.mean(dim=1))
-            if keep_tokens:
-                tokens.append(features)
-                positions.append(at.cpu())
-            for task, value in batch.get("labels", {}).items():
-                labels.setdefault(task, []).append(torch.as_tensor(value).long().cpu())
-    finally:
-        model.train(was_training)
-    if not pooled:
-        raise ValueError("extract_features got an empty dataloader")
-    same_length = keep_tokens and len({t.shape[1] for t in tokens}) == 1
-    return FeatureSet(
-        pooled=torch.cat(pooled),
-        labels={task: torch.cat(values) for task, values in labels.items()},
-        tokens=torch.cat(tokens) if same_length else None,
-        positions=torch.cat(positions) if same_length else None,
-    )
-
-
-def save_features(features: FeatureSet, path: str | Path) -> Path:
-    """Write a FeatureSet as safetensors (atomically): "pooled", "tokens", "positions", "labels.<task>"."""
-    from safetensors.torch import save_file
-
-    from .data.video_io import atomic_path
-
-    tensors = {"pooled": features.pooled} | {f"labels.{t}": y for t, y in features.labels.items()}
-    if features.tokens is not None:
-        tensors |= {"tokens": features.tokens, "positions": features.positions}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    return path
-
-
-def load_features(path: str | Path) -> FeatureSet:
-    """A FeatureSet saved by `save_features` (or made by you: "pooled" (N, D) or "tokens" (N, L, D), and a
-    "labels.<task>" (N,) per task); a missing or malformed file is a one-line error naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .errors import DataError
-
-    try:
-        tensors = load_file(str(path))
-    except (FileNotFoundError, SafetensorError, OSError) as error:
-        raise DataError(f"cannot read features {path}: {error}") from None
-    tokens = tensors.get("tokens")
-    pooled = tensors.get("pooled", tokens.float().mean(1) if tokens is not None else None)
-    labels = {k.split(".", 1)[1]: v.long() for k, v in tensors.items() if k.startswith("labels.")}
-    if pooled is None or not labels:
-        raise DataError(f"features {path} need 'pooled' or 'tokens' and at least one 'labels.<task>'; found "
-                        f"{', '.join(sorted(tensors)) or 'nothing'}")
-    positions = tensors.get("positions")
-    if tokens is not None and positions is None:
-        positions = torch.zeros(*tokens.shape[:2], 3, dtype=torch.long)
-    return FeatureSet(pooled.float(), labels, tokens, positions)
 
 
 def linear_probe(train: FeatureSet, test: FeatureSet, task: str, steps: int = 300, lr: float = 1e-2,
@@ -391,57 +278,8 @@ def select_by_validation(val_scores: list[float]) -> int:
     return max(range(len(val_scores)), key=lambda i: (val_scores[i], -i))
 
 
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve of `scores` (higher = more positive) for binary `labels` (1 = positive):
-    the probability that a random positive outscores a random negative, ties counting one half
-    (Mann-Whitney U with average ranks)."""
-    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
-    labels = torch.as_tensor(labels).flatten().bool()
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError(f"AUROC needs both classes; got {positives} positives and {negatives} negatives")
-    order = scores.argsort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    unique, inverse = scores.unique(return_inverse=True)  # average the ranks of tied scores
-    sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
-    counts = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
-    ranks = (sums / counts)[inverse]
-    u = ranks[labels].sum() - positives * (positives + 1) / 2
-    return float(u / (positives * negatives))
-
-
-def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None):
-    """(WorldModel, datamodule) from a recipe, as ``patchworld fit`` would build them.
-
-    `recipe` is a path or a shipped recipe name; `overrides` are extra CLI arguments (e.g.
-    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt, or ``"last"``: the
-    newest ``last.ckpt`` under the recipe's ``trainer.default_root_dir``) the model's weights
-    are loaded from it, and a checkpoint trained with other settings is a `PatchworldError` naming the keys
-    that differ; without one they keep their random initialisation, seeded by the recipe's ``seed_everything``.
-    """
-    from .checkpoints import check_fits, find_last, load_checkpoint
-    from .cli import PatchworldCLI, resolve_recipe_args
-    from .plugins import load_plugins
-
-    import warnings
-
-    args = resolve_recipe_args(["--config", str(recipe)], load_plugins()) + list(overrides or [])
-    with warnings.catch_warnings():  # we pass args on purpose
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = PatchworldCLI(args=args, run=False)
-    model = cli.model
-    if checkpoint is not None:
-        if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs
-            checkpoint = find_last(cli.trainer.default_root_dir)
-        state = load_checkpoint(checkpoint)
-        check_fits(model, state, checkpoint, str(recipe))
-        model.load_state_dict(state["state_dict"])
-    return model, cli.datamodule
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m patchworld.probes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m patchworld.evaluation.probes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the recipe the model was trained with")
     parser.add_argument("--ckpt", help="Lightning checkpoint; omit to probe the random-init model")
     parser.add_argument("--task", action="append", help="label(s) to probe (default: direction)")
@@ -466,6 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import guarded
+    from ..cli import guarded
 
     raise SystemExit(guarded(main, sys.argv[1:]))
