@@ -24,7 +24,7 @@ DiT + Flow (patchworld) vs CogVideoXTransformer3DModel (diffusers):
     t logit-normal (patchworld's `Flow`, text-to-video only and no caption dropout; the formula written out
     for CogVideoX, whose library has no training step);
   * the same optimizer: torch AdamW, lr 1e-4, weight decay 0.01 on weights of >= 2 dimensions, betas
-    (0.9, 0.99), with the implementation patchworld's recipes pick (`OPTIMIZER`) for both.
+    (0.9, 0.99), in the implementation `--adamw` names (default: fused, what patchworld's recipes use).
   Unavoidable (the architectures differ): CogVideoX attends jointly over [text; video] (the 16 text tokens go
   through every block's attention and MLP as well) with one adaLN per sub-layer for video and text, while
   patchworld's DiT self-attends over the video tokens, reads the text through a cross-attention in every
@@ -40,13 +40,13 @@ ViT + V-JEPA (patchworld) vs VJEPA (pyjepa):
     indices as its masks_enc / masks_pred, so both encode and predict the same tokens;
   * the same loss (L1 between the predictions and the layer-normed EMA-target features at the target
     tokens, averaged over both families), EMA momentum 0.998 after every step, AdamW (lr 1e-4, weight decay
-    0.04): patchworld's `OPTIMIZER` for both, over pyjepa's own parameter groups (pyjepa.build_param_groups).
+    0.04) as above, over pyjepa's own parameter groups (pyjepa.build_param_groups).
   Unavoidable: pyjepa adds a fixed sin-cos table built for one clip size, patchworld computes the sin-cos
   features from the tokens' positions (any size works); pyjepa learns a mask token per family, patchworld
-  one. pyjepa's VJEPA.forward concatenates the families' context features along the batch, which needs
-  equal context sizes (here ~50% and ~10% of the tokens), so its step calls pyjepa's encoder, predictor and
-  loss once per family, as that forward does when the sizes agree. Collapse monitors are off
-  (monitor_every=0).
+  one. pyjepa's VJEPA.forward concatenates the families' context features along the batch, which fails
+  for unequal context sizes (here ~50% and ~10% of the tokens), so its step calls pyjepa's target encoding,
+  encoder and predictor once per family, as that forward does when the sizes agree, and pyjepa's
+  prediction_loss on both. Collapse monitors are off (monitor_every=0).
 
 bf16 rows run real bf16 autocast around the forward and loss, like Lightning's bf16-mixed, even on CPUs
 without native bf16, where patchworld's `fit` falls back to fp32 (framework/precision.py): there bf16 is
@@ -71,8 +71,9 @@ from patchworld import Conditioner, WorldModel
 from patchworld.model import parameter_groups
 from patchworld_plugins import DiT, Flow, Pixels, ViT, VJEPA
 
-#: the AdamW both sides of each pair use: what patchworld's recipes set
-OPTIMIZER = {"foreach": True}
+#: AdamW implementations (`--adamw`); both sides of each pair use the same one, `OPTIMIZER` (set by main)
+ADAMW = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+OPTIMIZER = dict(ADAMW["fused"])
 
 # DiT pair: (B, 3, T, H, W) clips, 2x4x4 patches -> (T/2)(H/4)(W/4) = 512 tokens
 DIT = {"batch": 8, "frames": 16, "size": 32, "patch": (2, 4, 4), "dim": 256, "heads": 4, "depth": 6,
@@ -268,8 +269,11 @@ def main() -> int:
     parser.add_argument("--pairs", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per pair and precision")
+    parser.add_argument("--adamw", default="fused", choices=list(ADAMW), help="AdamW implementation of both sides")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    OPTIMIZER.clear()
+    OPTIMIZER.update(ADAMW[args.adamw])
     missing = missing_peers(args.pairs)
     for pair, package in missing.items():
         print(f"peers.py: skipping {pair}: {package} is not installed (pip install -e \".[bench]\")", file=sys.stderr)
@@ -279,8 +283,8 @@ def main() -> int:
     device = args.device
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     peaks = {name: matmul_peak(dtypes[name], device) for name in args.precisions}
-    print(f"patchworld vs peers, training steps (fwd + bwd + AdamW) on {device_name(device)}, torch {torch.__version__}, "
-          f"{args.rounds} interleaved rounds")
+    print(f"patchworld vs peers, training steps (fwd + bwd + AdamW, {args.adamw}) on {device_name(device)}, "
+          f"torch {torch.__version__}, {args.rounds} interleaved rounds")
     print("matmul peak: " + ", ".join(f"{name} {peak / 1e9:.1f} GFLOP/s" for name, peak in peaks.items()))
     print(f"\n{'pair':<6} {'prec':<5} {'contender':<20} {'params':>7} {'s/step':>8} {'ours/peer':>18} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'MFU':>6} {'MiB':>7}")

@@ -359,7 +359,8 @@ def main() -> None:
                                            [(s, n) for s in ("euler", "heun") for n in (10, 25, 50)])
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

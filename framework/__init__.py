@@ -5,6 +5,14 @@ The import name ``patchworld`` maps to the ``framework/`` folder; first-party pl
 (``recipes/``). Plugin authors: `patchworld.testing` holds the conformance checks, ``patchworld new plugin``
 scaffolds a package (docs/plugins.md).
 """
+import os
+
+# OpenMP compute threads sleep instead of spinning while they wait for work. On a machine shared with other
+# busy processes, spinning threads fight them for the cores and a training step can take 10x longer
+# (benchmarks/threads.py, docs/performance.md). libgomp reads this when torch loads it, so it is set before
+# torch is imported; set OMP_WAIT_POLICY yourself to choose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .errors import ComponentError, ContractError, DataError, PatchworldError
 from .hookspecs import hookimpl
 from .interfaces import (Backbone, Conditioner, Decoder, GenerativeBackbone, Objective, Tokenizer,

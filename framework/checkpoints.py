@@ -156,4 +156,5 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
         state = load_checkpoint(checkpoint)
         check_fits(model, state, checkpoint, str(recipe))
         model.load_state_dict(state["state_dict"])
+        model.on_load_checkpoint(state)  # what Lightning does too: the run seed and the training clip length
     return model, cli.datamodule

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from jsonargparse._typehints import ActionTypeHint
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.callbacks import Callback, Timer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .checkpoints import check_fits, find_last, load_checkpoint
@@ -174,6 +174,8 @@ class PatchworldCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         if callback is not None and callback.save_last is None:  # not configured by the recipe
             callback.save_last, callback.save_on_exception = True, True
+        if callback is not None and callback.save_last:
+            trainer.callbacks.append(LastAtTheEnd())
         return trainer
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
@@ -204,6 +206,25 @@ class PatchworldCLI(LightningCLI):
             raise
         if subcommand == "fit" and (shortfall := cut_short(self.trainer)):
             print(shortfall, file=sys.stderr)
+
+
+class LastAtTheEnd(Callback):
+    """Save `last.ckpt` when training ends after steps no checkpoint holds yet. Lightning's checkpoint callback
+    saves it at the end only if it never saved one, so a run stopped by `max_time` between two periodic
+    checkpoints (`every_n_train_steps`) would lose every step since the last of them."""
+
+    def __init__(self):
+        self.saved_step = -1
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        callback = trainer.checkpoint_callback
+        if trainer.global_step > 0 and self.saved_step != trainer.global_step:
+            path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            callback.last_model_path = str(path)
+            trainer.save_checkpoint(path)
 
 
 def cut_short(trainer) -> str | None:
@@ -337,7 +358,14 @@ def scaffold_command(registry: Registry, argv: list[str]) -> int:
     return new_command(registry, argv)
 
 
-COMMANDS = {"plugins": show_plugins, "recipes": show_recipes, "new": scaffold_command}
+def course_command(registry: Registry, argv: list[str]) -> int:
+    """``patchworld course list | check N``: the course's chapters and their graders (`patchworld.course`)."""
+    from .course import course_command as run  # it imports pytest only when grading
+
+    return run(registry, argv)
+
+
+COMMANDS = {"plugins": show_plugins, "recipes": show_recipes, "new": scaffold_command, "course": course_command}
 USAGE = """usage: patchworld COMMAND [options]
 
 training and inference (Lightning; `patchworld COMMAND --help` for options):
@@ -348,7 +376,9 @@ catalogue:
   plugins            every component by kind, with the plugin it came from
   recipes            the shipped recipes
 writing plugins:
-  new                a plugin package that installs, tests and trains:  patchworld new plugin NAME --kind backbone"""
+  new                a plugin package that installs, tests and trains:  patchworld new plugin NAME --kind backbone
+learning:
+  course             the course's chapters (docs/course):  patchworld course list;  patchworld course check 1"""
 
 
 def show_usage(registry: Registry) -> int:

@@ -92,20 +92,25 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 # ---- the batch ----------------------------------------------------------------------------------
 def check_batch(batch: Any, source: Any = "the datamodule") -> None:
-    """The batch contract: "video" (B, 3, T, H, W) floating in [-1, 1]; optional "caption" (B str),
-    "labels" ({name: (B,) integer}) and "index" ((B,) distinct integers). `source` names who made it."""
-    if not isinstance(batch, dict) or "video" not in batch:
-        raise broken(source, "a batch is a dict with 'video'", f"got {described(batch)}" + (
+    """The batch contract: "video" (B, 3, T, H, W) floating in [-1, 1] (or, from a latent cache, "latents"
+    (B, c, t, h, w) floating instead); optional "caption" (B str), "labels" ({name: (B,) integer}) and "index"
+    ((B,) distinct integers). `source` names who made it."""
+    if not isinstance(batch, dict) or not ("video" in batch or "latents" in batch):
+        raise broken(source, "a batch is a dict with 'video' (or cached 'latents')", f"got {described(batch)}" + (
             f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""), "collate clips into "
             "{'video': (B, 3, T, H, W), ...} (the datamodule's collate_fn)")
-    video = batch["video"]
-    rule = "batch['video'] is (B, 3, T, H, W) floating in [-1, 1]"
-    expect_tensor(source, rule, video, ("B", 3, "T", "H", "W"), "floating",
-                  "stack float clips (3, T, H, W), channels first (an image is a 1-frame video)")
-    low, high = (float(v) for v in video.detach().aminmax())
-    if not -1.001 <= low <= high <= 1.001:  # NaN fails too
-        raise broken(source, rule, f"its values span [{low:.4g}, {high:.4g}]", "scale 8-bit pixels with x / 127.5 - 1")
-    B = video.shape[0]
+    if "video" in batch:
+        video = batch["video"]
+        rule = "batch['video'] is (B, 3, T, H, W) floating in [-1, 1]"
+        expect_tensor(source, rule, video, ("B", 3, "T", "H", "W"), "floating",
+                      "stack float clips (3, T, H, W), channels first (an image is a 1-frame video)")
+        low, high = (float(v) for v in video.detach().aminmax())
+        if not -1.001 <= low <= high <= 1.001:  # NaN fails too
+            raise broken(source, rule, f"its values span [{low:.4g}, {high:.4g}]", "scale 8-bit pixels with x / 127.5 - 1")
+    else:
+        expect_tensor(source, "batch['latents'] is (B, c, t, h, w) floating", batch["latents"], ("B", "c", "t", "h", "w"),
+                      "floating", "stack the clips' cached latents (c, t, h, w)")
+    B = (batch["video"] if "video" in batch else batch["latents"]).shape[0]
     caption = batch.get("caption")
     if caption is not None and not (isinstance(caption, (list, tuple)) and len(caption) == B
                                     and all(isinstance(c, str) for c in caption)):
@@ -203,18 +208,32 @@ def run_conditioner(conditioner: Conditioner, captions: list[str]) -> tuple[torc
 
 
 @torch.no_grad()
+def check_pixels_or_latents(objective: Any, batch: Any) -> None:
+    """A batch of cached latents (no "video") reaches only an objective that trains on latents."""
+    if isinstance(batch, dict) and "video" not in batch and "latents" in batch and not objective.trains_on_latents:
+        raise broken(objective, "a batch without 'video' (cached latents) goes to an objective that trains on "
+                     "latents (`trains_on_latents`)", "this batch holds no pixels",
+                     "train it from clips (e.g. SyntheticWorld or VideoFolder), not from a LatentCache")
+
+
 def check_parts(world, batch: dict, source: Any = "the datamodule") -> None:
     """Check a batch, then run the tokenizer, the backbone and the conditioner once on its first two clips,
     every output against its contract. In eval mode, so nothing is drawn from the training randomness
     (dropout, drop path) and a resumed run stays exact."""
     check_batch(batch, source)
-    video = batch["video"][:2]
     with evaluating(world):
-        latents = run_tokenizer(world.tokenizer, video)
+        if "video" in batch:
+            latents = run_tokenizer(world.tokenizer, batch["video"][:2])
+        else:  # cached latents: the backbone takes them as they are, the tokenizer their decoding
+            latents = batch["latents"][:2]
+            expect_tensor(source, "batch['latents'] has the tokenizer's latent_channels", latents,
+                          ("B", world.tokenizer.latent_channels, "t", "h", "w"), "floating",
+                          "cache the latents with this recipe's tokenizer (patchworld cache)")
+            run_tokenizer(world.tokenizer, world.tokenizer.decode(latents).float().clamp(-1, 1))
         if world.backbone is not None:
             run_backbone(world.backbone, latents)
         if world.conditioner is not None:
-            run_conditioner(world.conditioner, list(batch.get("caption") or [""] * len(video))[: len(video)])
+            run_conditioner(world.conditioner, list(batch.get("caption") or [""] * len(latents))[: len(latents)])
 
 
 # ---- objective, decoder ------------------------------------------------------------------------------
@@ -225,7 +244,7 @@ def check_step_output(objective: Objective, method: str, out: Any) -> Any:
         raise broken(objective, f"{method} returns a dict", f"got {described(out)}",
                      "return the batch" if method == "prepare_batch" else "return {'loss': loss, ...}")
     if method == "prepare_batch":
-        if "video" not in out:
+        if "video" not in out and "latents" not in out:
             raise broken(objective, "prepare_batch returns the batch", f"'video' is missing from {sorted(out)}",
                          "return batch | {...your additions}")
         return out

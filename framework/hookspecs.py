@@ -90,6 +90,26 @@ def patchworld_register_datamodules() -> list[type]:
 
 
 @hookspec
+def patchworld_register_prompt_expanders() -> list[type]:
+    """Return `patchworld.interfaces.PromptExpander` subclasses (short prompts -> captions in the training
+    style), e.g. ``[StyleExpander]``; `Prompts` applies the one named by ``--data.expander NAME``.
+
+    ``expand(prompts)`` returns as many non-empty captions, in order, the same every time (the
+    `PromptExpander` docstring). An LLM-backed one belongs here: it must not download anything at run time.
+    """
+
+
+@hookspec
+def patchworld_register_captioners() -> list[type]:
+    """Return `patchworld.interfaces.Captioner` subclasses (videos -> captions), e.g. ``[ProbeCaptioner]``;
+    ``patchworld recaption FOLDER --captioner NAME`` writes a folder's missing sidecar captions with one.
+
+    ``caption(video)`` takes clips (B, 3, `frames`, H, W) in [-1, 1] at its `size` and returns B non-empty
+    captions, each clip on its own (the `Captioner` docstring).
+    """
+
+
+@hookspec
 def patchworld_register_recipe_dirs() -> list[str]:
     """Return folders holding ``*.yaml`` recipes; ``patchworld recipes`` lists them and
     ``--config NAME`` finds a recipe by file name (with or without ``.yaml``). A recipe whose name a

@@ -5,11 +5,17 @@ Tensor conventions (one for the whole project):
 * latents:   (B, c, t, h, w)
 * tokens:    (B, N, D) with integer positions (B, N, 3) = (t, h, w), time-major
 * a batch:   what a datamodule yields, a dict with
-             "video"   (B, 3, T, H, W) floating in [-1, 1] (required),
+             "video"   (B, 3, T, H, W) floating in [-1, 1] (required, unless "latents" is given),
              "caption" list of B str (optional),
              "labels"  dict of name -> (B,) integer tensor (optional),
              "index"   (B,) integer dataset indices, distinct within the batch (optional; the per-clip
                        randomness of `patchworld.randomness` is keyed on it), and anything else it likes.
+             A batch from a latent cache (`LatentCache`) holds, instead of "video",
+             "latents" (B, c, t, h, w) floating: the frozen tokenizer's encoding of its clips, which
+                       objectives read through `WorldModel.latents(batch)` (so it is not encoded again),
+             and with a frozen conditioner "caption_tokens" (B, L, D) and "caption_mask" (B, L) bool: the
+                       conditioner's output for "caption", reused by `WorldModel.condition`. An objective
+                       that reads pixels (batch["video"]) cannot train from such a batch.
 
 Every part is an `nn.Module` so its weights live in the one checkpoint. `bind(world)` is called once by
 `WorldModel.__init__` (tokenizer, conditioner, backbone, objective, decoder, in that order) so a part can
@@ -199,8 +205,13 @@ class Objective(Component):
       batch and weights (out of training the draws use the fixed validation key);
     * `predict_step` returns a dict, what the decoder writes; `prepare_batch` returns the batch dict;
     * `features` returns tokens (B, N, D) and positions (B, N, 3) for every choice of `feature_options`,
-      and `future_error`, if defined, (B,); both score each clip on its own.
+      and `future_error`, if defined, (B,); both score each clip on its own;
+    * `trains_on_latents`: True if its steps read the latents through `WorldModel.latents(batch)`, so it can
+      train from a latent cache (batches with "latents" and no "video"); objectives that need the pixels
+      keep False and are refused such batches on the first batch.
     """
+
+    trains_on_latents: bool = False
 
     def prepare_batch(self, batch: dict) -> dict:
         """Runs on the host before the batch moves to the device (e.g. sample masks). Default: unchanged."""
@@ -268,6 +279,52 @@ class Decoder(Component):
 
     def write(self, outputs: dict[str, Any], batch: dict, directory: Path, batch_index: int) -> list[Path]:
         """Write this batch's outputs under `directory`; return the paths written."""
+        raise NotImplementedError
+
+
+class Adapter:
+    """A cheap fine-tune of a trained model: a few new trainable weights added to some of its layers, every
+    other weight frozen (e.g. `LoRA`; ``--model.adapter LoRA``).
+
+    Contract:
+    * `bind(world)`: called once by `WorldModel.__init__` after every part is bound; it may load the base
+      weights into the world, adds the adapter's weights and leaves only them trainable (``requires_grad``);
+    * `callbacks()`: Lightning callbacks it needs (e.g. one that writes its weights next to the run).
+    """
+
+    def bind(self, world: WorldModel) -> None:
+        raise NotImplementedError
+
+    def callbacks(self) -> list[Callback]:
+        return []
+
+
+class PromptExpander:
+    """Short user prompts -> captions in the style the model trained on (Sora's prompt expansion); `Prompts`
+    applies one before generating (``--data.expander NAME``).
+
+    Contract:
+    * `expand(prompts)`: a list of str -> a list of as many str, in order, each non-empty; the same prompts
+      always give the same captions (no randomness), and each prompt is expanded on its own.
+    """
+
+    def expand(self, prompts: list[str]) -> list[str]:
+        raise NotImplementedError
+
+
+class Captioner:
+    """Videos -> descriptive captions, for training sets without them (``patchworld recaption FOLDER``).
+
+    Contract:
+    * `frames` and `size` (H, W): the clip it reads from each file (resized to cover `size`, centre-cropped);
+    * `caption(video)`: video (B, 3, frames, H, W) floating in [-1, 1] -> B non-empty str, each clip on its
+      own, the same every time.
+    """
+
+    frames: int = 8
+    size: tuple[int, int] = (32, 32)
+
+    def caption(self, video: torch.Tensor) -> list[str]:
         raise NotImplementedError
 
 

@@ -23,12 +23,12 @@ from pytorch_lightning import LightningDataModule
 
 from . import hookspecs
 from .errors import ComponentError
-from .interfaces import Backbone, Conditioner, Decoder, Objective, Tokenizer
+from .interfaces import Backbone, Captioner, Conditioner, Decoder, Objective, PromptExpander, Tokenizer
 
 ENTRY_POINT_GROUP = "patchworld"
 FIRST_PARTY = "patchworld_plugins"
 DISABLE_ENV = "PATCHWORLD_DISABLE_PLUGINS"
-RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes", "new")
+RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes", "new", "course")
 
 #: kind -> (required base class, hook name)
 KINDS: dict[str, tuple[type, str]] = {
@@ -38,6 +38,8 @@ KINDS: dict[str, tuple[type, str]] = {
     "decoder": (Decoder, "patchworld_register_decoders"),
     "conditioner": (Conditioner, "patchworld_register_conditioners"),
     "datamodule": (LightningDataModule, "patchworld_register_datamodules"),
+    "prompt_expander": (PromptExpander, "patchworld_register_prompt_expanders"),
+    "captioner": (Captioner, "patchworld_register_captioners"),
 }
 
 #: every hook a plugin may implement (the hookspecs)

@@ -61,8 +61,8 @@ class Rope3d(nn.Module):
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         # x: (B, heads, N, head_dim); angles: (B, 1, N, R/2) real angles or complex `rotations`, R = 3*per_axis
-        # rotated channels. Channel pairs (2j, 2j+1) are complex numbers multiplied by their rotation (one
-        # kernel, instead of the cos / sin products, a stack and a copy).
+        # rotated channels. Channel pairs (2j, 2j+1) are complex numbers multiplied by their rotation, in one
+        # kernel.
         rotation = angles if angles.is_complex() else torch.polar(torch.ones_like(angles), angles)
         rotated = rotation.shape[-1] * 2
         pairs = x[..., :rotated].float().unflatten(-1, (-1, 2))  # (B, heads, N, R/2, 2)

@@ -25,6 +25,9 @@ Besides the contract of `patchworld.interfaces` (every output over several grid 
   workers start processes with pickled copies).
 Before the behavioural rules a part's weights get a little seeded noise, so that zero-initialised layers
 (adaLN-Zero gates, zero heads) cannot hide a dependence.
+
+`load_world(recipe, checkpoint=None, overrides=None)` (from `patchworld.checkpoints`) builds a whole
+`WorldModel` and datamodule from a recipe, as ``patchworld fit`` does, for tests inside a real model.
 """
 from __future__ import annotations
 
@@ -43,10 +46,11 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch import nn
 
+from .checkpoints import load_world  # noqa: F401  (re-exported: a WorldModel and datamodule from a recipe)
 from .contracts import (broken, check_batch, check_generative_backbone, check_step_output, check_written, described,
                         evaluating, expect_tensor, run_backbone, run_conditioner, run_tokenizer)
 from .errors import ContractError, DataError
-from .interfaces import Backbone, GenerativeBackbone, Objective, Tokenizer
+from .interfaces import Backbone, Captioner, GenerativeBackbone, Objective, PromptExpander, Tokenizer
 from .model import WorldModel
 from .patches import grid_positions
 from .plugins import KINDS, load_plugins
@@ -198,6 +202,16 @@ def check_overfit(component: Any, weights: Iterable[nn.Parameter], train: Callab
                      "on its weights and inputs (no frozen, saturated or disconnected layers)")
 
 
+def pickled(component: Any, value: Any) -> Any:
+    """A copy of `value` through pickle, as DDP and DataLoader workers make one; else the broken rule."""
+    try:
+        return pickle.loads(pickle.dumps(value))
+    except Exception as error:
+        raise broken(component, "it pickles (DDP and DataLoader workers start processes with copies)",
+                     f"{type(error).__name__}: {error}", "keep no lambdas, local functions, open files or locks "
+                     "as attributes (store settings; build or open such objects where they are used)") from None
+
+
 def check_round_trips(bench: Bench, world: WorldModel, component: Any, probe: Callable[[WorldModel], Any]) -> None:
     """Rules 'checkpoint' and 'pickling': a freshly built world loaded (strict) from `world`'s checkpoint (its
     state_dict and what `WorldModel` adds, through torch.save / torch.load(weights_only=True)), and a pickled
@@ -227,12 +241,7 @@ def check_round_trips(bench: Bench, world: WorldModel, component: Any, probe: Ca
                      "create every submodule and buffer in __init__ or bind (never lazily in forward)") from None
     same(component, "a copy loaded from its state_dict gives the same outputs", probed(fresh), expected,
          "keep everything that changes outputs in parameters, buffers or get_extra_state")
-    try:
-        copy = pickle.loads(pickle.dumps(world))
-    except Exception as error:
-        raise broken(component, "it pickles (DDP and DataLoader workers start processes with copies)",
-                     f"{type(error).__name__}: {error}", "keep no lambdas, local functions, open files or locks "
-                     "as attributes (store settings; build such objects when they are used)") from None
+    copy = pickled(component, world)
     same(component, "a pickled copy gives the same outputs", probed(copy), expected,
          "restore every piece of state when unpickled (__getstate__ / __setstate__)")
 
@@ -555,13 +564,42 @@ def check_datamodule(make: Factory) -> None:
     torch.save(datamodule.state_dict(), buffer)
     buffer.seek(0)
     make().load_state_dict(torch.load(buffer, weights_only=True))
-    try:
-        copy = pickle.loads(pickle.dumps(datamodule))
-    except Exception as error:
-        raise broken(datamodule, "it pickles (DDP and DataLoader workers start processes with copies)",
-                     f"{type(error).__name__}: {error}", "keep no lambdas, local functions or open files as "
-                     "attributes (open files in the dataset's __getitem__)") from None
+    copy = pickled(datamodule, datamodule)
     same(datamodule, "a pickled copy yields the same first batches", first_batches(copy), batches, fix)
+
+
+def check_prompt_expander(make: Factory) -> None:
+    """Conformance of a `PromptExpander`: `expand` returns one non-empty str per prompt, in order; each
+    prompt is expanded on its own (alone as in a batch) and the same every time, by a fresh copy too."""
+    expander = make()
+    if not isinstance(expander, PromptExpander):
+        raise ContractError(f"the prompt expander factory made {described(expander)}, not a patchworld PromptExpander")
+    expanded = expander.expand(list(PROMPTS))
+    if not (isinstance(expanded, list) and len(expanded) == len(PROMPTS)
+            and all(isinstance(text, str) and text.strip() for text in expanded)):
+        raise broken(expander, "expand(prompts) returns one non-empty str per prompt", f"got {expanded!r} for "
+                     f"{list(PROMPTS)!r}", "return a list of as many captions, in the prompts' order")
+    alone = [expander.expand([prompt])[0] for prompt in PROMPTS]
+    if alone != expanded or make().expand(list(PROMPTS)) != expanded:
+        raise broken(expander, "a prompt's expansion depends only on the prompt", f"{expanded!r} in a batch, "
+                     f"{alone!r} alone", "expand each prompt on its own, without randomness")
+
+
+def check_captioner(make: Factory) -> None:
+    """Conformance of a `Captioner`: `caption` of clips (B, 3, frames, H, W) at its `size` returns B non-empty
+    str; each clip is captioned on its own and the same every time, by a fresh copy too."""
+    captioner = make()
+    if not isinstance(captioner, Captioner):
+        raise ContractError(f"the captioner factory made {described(captioner)}, not a patchworld Captioner")
+    video = torch.rand(3, 3, captioner.frames, *captioner.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    captions = captioner.caption(video)
+    if not (isinstance(captions, list) and len(captions) == 3 and all(isinstance(c, str) and c.strip() for c in captions)):
+        raise broken(captioner, "caption(video) returns one non-empty str per clip", f"got {captions!r} for 3 clips",
+                     "return a list of B captions")
+    alone = [captioner.caption(video[b : b + 1])[0] for b in range(3)]
+    if alone != captions or make().caption(video) != captions:
+        raise broken(captioner, "a clip's caption depends only on the clip", f"{captions!r} in a batch, {alone!r} "
+                     "alone or from a fresh copy", "caption each clip on its own, with seeded (or no) randomness")
 
 
 def check_help(cls: type) -> None:

@@ -7,7 +7,10 @@ from patchworld.evaluation.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
 from patchworld.evaluation.physics import physics_command
 
+from .adapters import LoRA  # noqa: F401  (an Adapter: --model.adapter LoRA)
 from .adherence import adherence
+from .captions import ProbeCaptioner, StyleExpander, recaption
+from .cache import LatentCache, cache_command
 from .ddpm import DDPM
 from .dit import DiT
 from .export import export_command
@@ -50,7 +53,17 @@ def patchworld_register_conditioners():
 
 @hookimpl
 def patchworld_register_datamodules():
-    return [SyntheticWorld, VideoFolder, Prompts]
+    return [SyntheticWorld, VideoFolder, Prompts, LatentCache]
+
+
+@hookimpl
+def patchworld_register_prompt_expanders():
+    return [StyleExpander]
+
+
+@hookimpl
+def patchworld_register_captioners():
+    return [ProbeCaptioner]
 
 
 @hookimpl
@@ -61,4 +74,5 @@ def patchworld_register_recipe_dirs():
 @hookimpl
 def patchworld_register_commands():
     return {"export": export_command, "adherence": adherence, "compare": compare_command,
-            "physics": physics_command}
+            "physics": physics_command, "cache": cache_command,
+            "recaption": recaption}

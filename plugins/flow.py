@@ -18,7 +18,8 @@ class Flow(GenerativeObjective):
     """Rectified flow with a velocity target and an Euler or Heun sampler.
 
     Args:
-        logit_mean / logit_std: training times are sigmoid(N(logit_mean, logit_std^2)).
+        logit_mean: training times are sigmoid(N(logit_mean, logit_std^2)): the mean of the logit.
+        logit_std: the standard deviation of the training times' logit.
         shift: timestep shift s, t -> s t / (1 + (s - 1) t), applied to training and sampling times.
             None (default): resolution/length-dependent, s = sqrt(tokens / base_tokens) (at least 1), so
             clips with more tokens spend more time at high noise.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
 from patchworld import ComponentError, DataError, Objective, unpatchify
@@ -71,7 +71,8 @@ TASKS: dict[str, Task] = {
                  "loop (its last frame leads into its first)", _connect_frames, True, lambda n: (n - 1) // 2,
                  files=(0,), take=lambda n, k, files: [], loop=True),
     # edit's default strength 0.6: the lowest of the measured sweep at which a recoloured prompt shows its new
-    # colour in over 90% of edits while every subject's track stays within 3 px of the source's (docs/generation.md)
+    # colour in over 90% of edits while every subject's track stays within 3 px of the source's (over all colour
+    # pairs: 85% and 90%; docs/generation.md, "Editing a video")
     "edit": Task("nothing: a video noised to `strength` is denoised under a new prompt (SDEdit)", lambda n, k: [],
                  take=lambda n, k, files: [list(range(n))], strength=0.6),
 }
@@ -163,8 +164,11 @@ class GenerativeObjective(Objective):
         context_frames: frames given by the extend, connect and loop tasks.
         seed: noise seed at predict time (each clip's noise depends on seed and its index).
         progress: show a progress bar while sampling.
-        feature_timestep / feature_depth: noise level and block whose hidden states `features` returns.
+        feature_timestep: noise level of the clips whose hidden states `features` returns.
+        feature_depth: the block whose hidden states `features` returns (None: the last).
     """
+
+    trains_on_latents = True  # every step goes through world.latents(batch)
 
     def __init__(self, caption_dropout: float = 0.1, steps: int = 25, guidance: float = 3.0,
                  mixture: dict[str, float] | None = None, predict_task: str = "t2v", context_frames: int = 4,
@@ -236,15 +240,15 @@ class GenerativeObjective(Objective):
                        clean=token_clean if bool(token_clean.any()) else None, head=True)  # (B, N, P)
         return unpatchify(out, grid, backbone.patch_size).float()  # (B, c, t, h, w)
 
-    def encode_captions(self, world, captions: list[str] | None, batch: int):
-        if world.conditioner is None:
-            return None, None
-        return world.conditioner(list(captions) if captions is not None else [""] * batch)
+    def encode_captions(self, world, captions: list[str] | None, batch: int, cached: dict | None = None):
+        """Conditioning tokens and mask for `captions` (None: `batch` empty captions), reusing the caption
+        embeddings a `cached` batch holds (`WorldModel.condition`)."""
+        return world.condition(list(captions) if captions is not None else [""] * batch, cached)
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
         with torch.no_grad():  # the tokenizer is fixed here (train a VAE with its own recipe)
-            latents = world.tokenizer.encode(batch["video"]).float()  # (B, c, t, h, w)
+            latents = world.latents(batch).float()  # (B, c, t, h, w), cached or encoded now
         B, t_lat = latents.shape[0], latents.shape[2]
         # every draw is keyed on (run seed, step or the validation key, clip, stream): patchworld.randomness
         clean = training_clean_mask(B, t_lat, self.mixture, sample_generators(world, batch, "task"))  # (B, t)
@@ -253,7 +257,7 @@ class GenerativeObjective(Objective):
         if self.training and self.caption_dropout > 0:
             dropped = draw(torch.rand, sample_generators(world, batch, "caption_dropout"), B)  # (B,)
             captions = ["" if drop < self.caption_dropout else c for drop, c in zip(dropped.tolist(), captions)]
-        context, context_mask = self.encode_captions(world, captions, B)
+        context, context_mask = self.encode_captions(world, captions, B, batch)
         noise = draw(torch.randn, sample_generators(world, batch, "noise"), B, *latents.shape[1:])
         noise = noise.to(latents.device)  # (B, c, t, h, w)
         tokens = math.prod(world.backbone.patch_embed.grid(latents))
@@ -349,6 +353,9 @@ class GenerativeObjective(Objective):
         (default window // 2) frames of the previous window (the last window, moved back to end at frame N,
         may get more), together with any frames given (B, N) there. `options` go to every `generate`."""
         B, N = video.shape[0], video.shape[2]
+        if window is None and world.clip_frames is None and N > 1:
+            rank_zero_warn(f"the model's checkpoint does not record the clip length it trained on, so all {N} frames "
+                           f"are made in one window; give --data.window (its training clip length) for longer videos")
         window = window or world.clip_frames or N
         if N <= window:
             return self.generate(world, captions, video, given, seeds=seeds, **options)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from patchworld import DataError
 from patchworld.data.video_io import probe_video, read_clip
+from patchworld.interfaces import PromptExpander
 
 from .generation import TASKS, check_frame_indices, check_strength, given_mask, task_frames
 
@@ -147,13 +148,15 @@ class Prompts(pl.LightningDataModule):
         overlap: frames of the previous window each window continues from, 1 to window - 1 (default:
             half the window).
         batch_size: clips generated together.
+        expander: rewrites the prompts into the captions' style first (e.g. ``StyleExpander``: "red circle
+            going left" -> "a large red circle moves to the left slowly"); each rewrite is printed.
     """
 
     def __init__(self, prompts: list[str] | None = None, prompt_file: str | None = None, frames: int = 16,
                  size: tuple[int, int] = (64, 64), task: str = "t2v", condition: list[str] | None = None,
                  context_frames: int = 4, given_frames: list[int] | None = None, strength: float | None = None,
                  refine_from: str | None = None, window: int | None = None, overlap: int | None = None,
-                 batch_size: int = 4):
+                 batch_size: int = 4, expander: PromptExpander | None = None):
         super().__init__()
         if task not in TASKS:
             raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
@@ -176,11 +179,20 @@ class Prompts(pl.LightningDataModule):
         self.prompts, self.prompt_file, self.frames, self.size = prompts, prompt_file, frames, tuple(size)
         self.task, self.condition, self.context_frames = task, list(condition or []), context_frames
         self.given_frames, self.batch_size, self.refine_from = given_frames, batch_size, refine_from
+        self.expander = expander
         self.settings = {"task": task, "strength": strength if strength is not None else TASKS[task].strength,
                          "window": window, "overlap": overlap}
 
     def predict_dataloader(self) -> DataLoader:
         prompts = read_prompts(self.prompts, self.prompt_file)
+        if self.expander is not None:
+            expanded = self.expander.expand(prompts)
+            if len(expanded) != len(prompts) or not all(isinstance(e, str) and e.strip() for e in expanded):
+                raise DataError(f"prompt expander {type(self.expander).__name__} must return one non-empty caption "
+                                f"per prompt: got {expanded!r} for {prompts!r}")
+            for prompt, caption in zip(prompts, expanded):
+                rank_zero_info(f"prompt {prompt!r} -> {caption!r}")
+            prompts = expanded
         if self.refine_from is not None:
             try:
                 probe_video(self.refine_from)

@@ -10,10 +10,17 @@ Downstream recipes see normalised latents: `encode` returns the posterior mean s
 channel by statistics measured on the training data (buffers stored with the weights), and `decode`
 undoes it. `checkpoint=` loads a trained VAE (a patchworld `.ckpt` or an exported `.safetensors`) and
 freezes it, so any recipe can use it as its tokenizer.
+
+Long and large videos are encoded and decoded in bounded memory with `tile_frames` (time chunks, exact:
+causality lets each convolution carry the frames it needs into the next chunk, see `streaming`) and
+`tile_size` / `tile_overlap` (overlapping spatial tiles blended with linear ramps, approximate).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -33,7 +40,14 @@ ARCHITECTURE = ("compression", "latent_channels", "width", "multipliers", "block
 # ---- building blocks ------------------------------------------------------------------------------
 class CausalConv3d(nn.Conv3d):
     """A Conv3d that zero-pads time only on the past side, so output frame i depends on input frames
-    <= i*stride only. Space is zero-padded symmetrically ("same" size at stride 1)."""
+    <= i*stride only. Space is zero-padded symmetrically ("same" size at stride 1).
+
+    Inside `streaming` it takes a clip in consecutive time chunks: instead of zeros, each chunk after the
+    first is preceded by the last kt - st input frames of the chunk before (`past`), which is exactly what
+    the whole clip's convolution sees there."""
+
+    streaming: bool = False  # set by `streaming`
+    past: torch.Tensor | None = None  # streaming: the previous chunk's frames the next one needs; None: at frame 0
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int | Size3 = 3, stride: int | Size3 = 1):
         kt, kh, kw = as_size3(kernel)
@@ -41,9 +55,31 @@ class CausalConv3d(nn.Conv3d):
         self.time_padding = kt - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C_in, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw)
-        x = F.pad(x, (0, 0, 0, 0, self.time_padding, 0))  # (B, C_in, kt-1 + T, H, W), zeros before frame 0
+        # x: (B, C_in, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw); a later chunk (T a multiple of st): T//st
+        if self.past is None:
+            x = F.pad(x, (0, 0, 0, 0, self.time_padding, 0))  # (B, C_in, kt-1 + T, H, W), zeros before frame 0
+        else:
+            x = torch.cat([self.past, x], dim=2)  # (B, C_in, kt-st + T, H, W)
+        if self.streaming:
+            # (B, C_in, kt-st, H, W), a copy: a view would keep the whole chunk alive
+            self.past = x[:, :, x.shape[2] - (self.kernel_size[0] - self.stride[0]) :].clone()
         return super().forward(x)
+
+
+@contextlib.contextmanager
+def streaming(module: nn.Module) -> Iterator[None]:
+    """Within the block, consecutive calls of `module` take consecutive time chunks of one clip: the first
+    chunk starts at frame 0, every later one holds a whole number of the module's temporal strides (the
+    VAE's temporal compression). Its causal convolutions carry the frames they need from chunk to chunk, so
+    the chunks' outputs, concatenated along time, equal the whole clip's output, in the memory of one chunk."""
+    convs = [m for m in module.modules() if isinstance(m, CausalConv3d)]
+    for conv in convs:
+        conv.streaming, conv.past = True, None
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.streaming, conv.past = False, None
 
 
 class FrameNorm(nn.GroupNorm):
@@ -78,19 +114,22 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-def space_to_channels(x: torch.Tensor, factor: Size3) -> torch.Tensor:
+def space_to_channels(x: torch.Tensor, factor: Size3, first: bool = True) -> torch.Tensor:
     """Causal space/time-to-channel reshape: (B, C, T, H, W) -> (B, C*st*sh*sw, 1 + (T-1)/st, H/sh, W/sw).
-    Frame 0 is repeated st-1 times on the past side, so output frame 0 holds frame 0 alone."""
+    Frame 0 is repeated st-1 times on the past side, so output frame 0 holds frame 0 alone. A later time
+    chunk of a clip (`first=False`, T a multiple of st) has no frame 0: (B, C*st*sh*sw, T/st, H/sh, W/sw)."""
     st, sh, sw = factor
-    x = torch.cat([x[:, :, :1].expand(-1, -1, st - 1, -1, -1), x], dim=2)  # (B, C, st*(1 + (T-1)/st), H, W)
+    if first:
+        x = torch.cat([x[:, :, :1].expand(-1, -1, st - 1, -1, -1), x], dim=2)  # (B, C, st*(1 + (T-1)/st), H, W)
     return rearrange(x, "b c (t st) (h sh) (w sw) -> b (c st sh sw) t h w", st=st, sh=sh, sw=sw)
 
 
-def channels_to_space(x: torch.Tensor, factor: Size3) -> torch.Tensor:
-    """The inverse of `space_to_channels`: (B, C*st*sh*sw, t, h, w) -> (B, C, 1 + (t-1)*st, h*sh, w*sw)."""
+def channels_to_space(x: torch.Tensor, factor: Size3, first: bool = True) -> torch.Tensor:
+    """The inverse of `space_to_channels`: (B, C*st*sh*sw, t, h, w) -> (B, C, 1 + (t-1)*st, h*sh, w*sw)
+    (a later time chunk, `first=False`: (B, C, t*st, h*sh, w*sw))."""
     st, sh, sw = factor
     x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)", st=st, sh=sh, sw=sw)
-    return x[:, :, st - 1 :]  # drop the st-1 copies of frame 0
+    return x[:, :, st - 1 :] if first else x  # drop the st-1 copies of frame 0
 
 
 def resample_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -117,8 +156,10 @@ class Downsample(nn.Module):
         self.conv = CausalConv3d(in_channels, out_channels, 3, stride=factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw)
-        return self.conv(x) + resample_channels(space_to_channels(x, self.factor), self.out_channels)
+        # x: (B, C, T, H, W) -> (B, C_out, 1 + (T-1)//st, H/sh, W/sw) (a later chunk of `streaming`: T//st)
+        first = self.conv.past is None  # the clip's first time chunk (frame 0 is in it)
+        shortcut = resample_channels(space_to_channels(x, self.factor, first), self.out_channels)
+        return self.conv(x) + shortcut
 
 
 class Upsample(nn.Module):
@@ -132,11 +173,12 @@ class Upsample(nn.Module):
         self.conv = CausalConv3d(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, t, h, w) -> (B, C_out, 1 + (t-1)*st, h*sh, w*sw)
-        st = self.factor[0]
-        up = F.interpolate(x, scale_factor=self.factor, mode="nearest")[:, :, st - 1 :]  # drop copies of frame 0
-        shortcut = channels_to_space(resample_channels(x, self.out_channels * math.prod(self.factor)), self.factor)
-        return self.conv(up) + shortcut
+        # x: (B, C, t, h, w) -> (B, C_out, 1 + (t-1)*st, h*sh, w*sw) (a later chunk of `streaming`: t*st)
+        first = self.conv.past is None  # the clip's first time chunk (frame 0 is in it)
+        drop = self.factor[0] - 1 if first else 0
+        up = F.interpolate(x, scale_factor=self.factor, mode="nearest")[:, :, drop:]  # drop copies of frame 0
+        repeated = resample_channels(x, self.out_channels * math.prod(self.factor))
+        return self.conv(up) + channels_to_space(repeated, self.factor, first)
 
 
 def stage_factors(compression: Size3) -> list[Size3]:
@@ -220,6 +262,16 @@ class VAE(Tokenizer):
         checkpoint: a patchworld checkpoint of a VAE fit run (``.ckpt``, keys ``tokenizer.*``) or an
             exported ``.safetensors``. Its weights and latent statistics are loaded, its architecture
             replaces the arguments above, and the VAE is frozen (no gradients, always in eval mode).
+        tile_frames: `encode` and `decode` take a clip in time chunks of this many pixel frames (after
+            frame 0; a multiple of the temporal compression), the causal convolutions carrying the frames
+            they need from chunk to chunk (`streaming`): the same result as the whole clip (to float
+            rounding) in the memory of one chunk. None (default): the whole clip at once.
+        tile_size: `encode` and `decode` work on spatial tiles of at most this many pixels (H and W; a
+            multiple of the spatial compression), overlapping by at least `tile_overlap` pixels and blended
+            with linear ramps there. Approximate (zero padding at tile edges, per-tile normalisation
+            statistics; docs/data.md measures the cost). None (default): whole frames.
+        tile_overlap: pixels neighbouring spatial tiles share (a multiple of the spatial compression).
+    Training (`posterior`, `decode_raw`) never tiles.
     """
 
     causal = True
@@ -229,7 +281,8 @@ class VAE(Tokenizer):
 
     def __init__(self, compression: int | tuple[int, int, int] = (2, 4, 4), latent_channels: int = 8, width: int = 32,
                  multipliers: tuple[int, ...] = (1, 2, 4), blocks: int | tuple[int, ...] = 1,
-                 checkpoint: str | None = None):
+                 checkpoint: str | None = None, tile_frames: int | None = None, tile_size: int | None = None,
+                 tile_overlap: int = 16):
         super().__init__()
         config = {"compression": list(as_size3(compression)), "latent_channels": latent_channels, "width": width,
                   "multipliers": list(multipliers), "blocks": [blocks] if isinstance(blocks, int) else list(blocks)}
@@ -246,6 +299,8 @@ class VAE(Tokenizer):
             if factor < 1 or factor & (factor - 1):
                 raise PatchworldError(f"VAE.compression must be powers of two; got {axis}={factor} in {self.compression}")
         self.latent_channels = config["latent_channels"]
+        self.tile_frames, self.tile_size, self.tile_overlap = tile_frames, tile_size, tile_overlap
+        self._check_tiles()
         factors = stage_factors(self.compression)
         widths = [config["width"] * m for m in per_stage(config["multipliers"], len(factors) + 1)]
         blocks = per_stage(config["blocks"], len(factors) + 1)
@@ -283,29 +338,42 @@ class VAE(Tokenizer):
         if theirs != {key: self.config[key] for key in ARCHITECTURE}:
             raise PatchworldError(f"the checkpoint's VAE has architecture {theirs}, this one {self.config}")
 
+    def _check_tiles(self) -> None:
+        ct, spatial = self.compression[0], max(self.compression[1:])
+        if self.tile_frames is not None and (self.tile_frames < 1 or self.tile_frames % ct):
+            raise ComponentError(f"VAE.tile_frames={self.tile_frames} must be a positive multiple of the temporal "
+                                 f"compression {ct} (e.g. {8 * ct})")
+        if self.tile_size is not None and (self.tile_size < 1 or self.tile_size % spatial):
+            raise ComponentError(f"VAE.tile_size={self.tile_size} must be a positive multiple of the spatial "
+                                 f"compression {spatial} (e.g. {16 * spatial})")
+        overlap_fits = 0 <= self.tile_overlap < (self.tile_size or 0) and self.tile_overlap % spatial == 0
+        if self.tile_size is not None and not overlap_fits:
+            raise ComponentError(f"VAE.tile_overlap={self.tile_overlap} must be a multiple of the spatial compression "
+                                 f"{spatial} and smaller than tile_size={self.tile_size}")
+
     def train(self, mode: bool = True) -> VAE:
         """A frozen (loaded) VAE stays in eval mode whatever the trainer asks."""
         return super().train(mode and not getattr(self, "frozen", False))
 
     # ---- the Tokenizer API: normalised latents -----------------------------------------------
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, 3, T, H, W) in [-1, 1] -> normalised posterior mean (B, c, t, h, w), ~unit variance."""
-        mean, _ = self.posterior(video)
+        """video (B, 3, T, H, W) in [-1, 1] -> normalised posterior mean (B, c, t, h, w), ~unit variance;
+        in tiles when `tile_frames` / `tile_size` are set."""
+        self._check_video(video)
+        mean = self._tiled(video, lambda x: self._moments(x)[:, : self.latent_channels], encoding=True)
         return (mean - self._view(self.latent_shift)) / self._view(self.latent_scale)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """normalised latents (B, c, t, h, w) -> video (B, 3, 1 + (t-1)*ct, h*ch, w*cw), unclamped."""
-        return self.decode_raw(latents * self._view(self.latent_scale) + self._view(self.latent_shift))
+        """normalised latents (B, c, t, h, w) -> video (B, 3, 1 + (t-1)*ct, h*ch, w*cw), unclamped; in tiles
+        when `tile_frames` / `tile_size` are set."""
+        z = latents * self._view(self.latent_scale) + self._view(self.latent_shift)
+        return self._tiled(z, self.decode_raw, encoding=False)
 
     # ---- raw posterior (what the reconstruction objective trains) ----------------------------
     def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """video (B, 3, T, H, W) -> raw (un-normalised) posterior mean and log-variance, each (B, c, t, h, w)."""
-        if video.dim() != 5 or video.shape[1] != 3:
-            raise DataError(f"VAE expects video (B, 3, T, H, W) (an image is a 1-frame video: add a time axis "
-                            f"with video.unsqueeze(2)); got shape {tuple(video.shape)}")
-        self.latent_grid(*video.shape[2:])  # a DataError stating the valid sizes
-        moments = self.encoder(video.contiguous(memory_format=self.memory_format))  # (B, 2c, t, h, w)
-        mean, logvar = moments.float().chunk(2, dim=1)
+        self._check_video(video)
+        mean, logvar = self._moments(video).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
@@ -313,6 +381,54 @@ class VAE(Tokenizer):
         if z.dim() != 5 or z.shape[1] != self.latent_channels:
             raise DataError(f"VAE.decode expects latents (B, {self.latent_channels}, t, h, w); got {tuple(z.shape)}")
         return self.decoder(z.contiguous(memory_format=self.memory_format)).contiguous()
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        if video.dim() != 5 or video.shape[1] != 3:
+            raise DataError(f"VAE expects video (B, 3, T, H, W) (an image is a 1-frame video: add a time axis "
+                            f"with video.unsqueeze(2)); got shape {tuple(video.shape)}")
+        self.latent_grid(*video.shape[2:])  # a DataError stating the valid sizes
+
+    def _moments(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, 3, T, H, W) -> posterior moments (B, 2c, t, h, w) float, mean first."""
+        return self.encoder(video.contiguous(memory_format=self.memory_format)).float()
+
+    # ---- tiles ------------------------------------------------------------------------------
+    def _tiled(self, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], encoding: bool) -> torch.Tensor:
+        """`run` (the encoder's mean or the decoder) over x (B, C, T, H, W), spatial tile by spatial tile and,
+        within a tile, time chunk by time chunk (`streaming`); tiles are blended with linear ramps where
+        they overlap. One tile and one chunk: `run(x)` itself."""
+        ct, ch, cw = self.compression
+        down = 1 if encoding else ct  # input frames per pixel frame
+        frames = x.shape[2]
+        chunk = frames if self.tile_frames is None else self.tile_frames // down  # input frames after frame 0
+        rows = tile_spans(x.shape[3] * (1 if encoding else ch), self.tile_size, self.tile_overlap, ch)  # pixels
+        cols = tile_spans(x.shape[4] * (1 if encoding else cw), self.tile_size, self.tile_overlap, cw)
+        if len(rows) == len(cols) == 1 and frames <= 1 + chunk:
+            return run(x)
+        scale_in = (1, 1) if encoding else (ch, cw)  # pixels per input cell
+        scale_out = (ch, cw) if encoding else (1, 1)  # pixels per output cell
+        out_frames = 1 + (frames - 1) // ct if encoding else self.pixel_frames(frames)
+        weight_rows = blend_weights(rows, scale_out[0])  # per tile: (rows of the tile,) output cells
+        weight_cols = blend_weights(cols, scale_out[1])
+        out = total = None
+        for (top, bottom), weight_h in zip(rows, weight_rows):
+            for (left, right), weight_w in zip(cols, weight_cols):
+                tile = x[..., top // scale_in[0] : bottom // scale_in[0], left // scale_in[1] : right // scale_in[1]]
+                weight = (weight_h[:, None] * weight_w[None, :]).to(x.device)  # (h_tile, w_tile) output cells
+                where = (slice(top // scale_out[0], bottom // scale_out[0]),
+                         slice(left // scale_out[1], right // scale_out[1]))  # the tile's output cells
+                with streaming(self):
+                    done = 0  # output frames written
+                    for start in range(0, max(frames - 1, 1), chunk):
+                        piece = run(tile[:, :, start + (start > 0) : start + 1 + chunk])  # (B, C_out, t', h', w')
+                        if out is None:
+                            height, width = (n * s // o for n, s, o in zip(x.shape[3:], scale_in, scale_out))
+                            out = x.new_zeros(x.shape[0], piece.shape[1], out_frames, height, width, dtype=torch.float)
+                            total = x.new_zeros(height, width, dtype=torch.float)
+                        out[:, :, done : done + piece.shape[2], where[0], where[1]] += piece.float() * weight
+                        done += piece.shape[2]
+                total[where] += weight
+        return (out / total).to(piece.dtype)
 
     @torch.no_grad()
     def update_latent_stats(self, mean: torch.Tensor, momentum: float = 0.01) -> None:
@@ -333,6 +449,32 @@ class VAE(Tokenizer):
 
     def _view(self, stat: torch.Tensor) -> torch.Tensor:
         return stat.view(1, -1, 1, 1, 1)
+
+
+def tile_spans(length: int, tile: int | None, overlap: int, step: int) -> list[tuple[int, int]]:
+    """(start, stop) of the fewest tiles of `tile` that cover `length` with at least `overlap` shared by
+    neighbours, evenly spread on multiples of `step` (all in pixels); one span when `tile` is None or covers it."""
+    if tile is None or length <= tile:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    room = (length - tile) // step  # in steps; the gaps between starts are at most tile - overlap
+    return [(start, start + tile) for start in (room * i // (count - 1) * step for i in range(count))]
+
+
+def blend_weights(spans: list[tuple[int, int]], scale: int) -> list[torch.Tensor]:
+    """Per span, its blending weights in cells of `scale` pixels: 1, ramping linearly down to 0 across the
+    part shared with a neighbour, so that overlapping tiles cross-fade (the sum is normalised by the caller)."""
+    weights = []
+    for i, (start, stop) in enumerate(spans):
+        weight = torch.ones((stop - start) // scale)
+        before = (spans[i - 1][1] - start) // scale if i > 0 else 0  # cells shared with the previous tile
+        after = (stop - spans[i + 1][0]) // scale if i + 1 < len(spans) else 0  # and with the next one
+        if before > 0:
+            weight[:before] *= (torch.arange(before) + 0.5) / before
+        if after > 0:
+            weight[len(weight) - after :] *= ((torch.arange(after) + 0.5) / after).flip(0)
+        weights.append(weight)
+    return weights
 
 
 # ---- the objective that trains it -----------------------------------------------------------------
@@ -356,7 +498,8 @@ class VAEReconstruction(Objective):
     compression ratio; `predict` returns original and reconstruction (a `VideoWriter` writes both as mp4).
 
     Args:
-        l1_weight / l2_weight: weights of the mean absolute / squared pixel error.
+        l1_weight: weight of the mean absolute pixel error.
+        l2_weight: weight of the mean squared pixel error.
         kl_weight: weight of the KL divergence (mean over latent values).
         gradient_weight: weight of the L1 error between the spatial and temporal finite differences of
             the reconstruction and of the original (sharper edges and motion); 0 turns it off.

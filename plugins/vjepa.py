@@ -115,7 +115,9 @@ class VJEPA(Objective):
     """V-JEPA: L1 between predicted and EMA-target features at multi-block-masked tubelets.
 
     Args:
-        predictor_dim / predictor_depth / predictor_heads: the narrow predictor ViT.
+        predictor_dim: width of the narrow predictor ViT.
+        predictor_depth: the predictor's transformer blocks.
+        predictor_heads: the predictor's attention heads.
         short_range: (blocks, spatial scale) of the short-range mask family.
         long_range: (blocks, spatial scale) of the long-range mask family.
         aspect_ratio: range of block height / width.

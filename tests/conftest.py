@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp, as patchworld/__init__.py does
+
 import warnings
 from pathlib import Path
 

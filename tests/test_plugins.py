@@ -48,6 +48,14 @@ class MyData(LightningDataModule):
     """A datamodule."""
 
 
+class MyExpander(patchworld.interfaces.PromptExpander):
+    """A prompt expander."""
+
+
+class MyCaptioner(patchworld.interfaces.Captioner):
+    """A captioner."""
+
+
 def my_command(argv):
     """Says hello."""
     return 0
@@ -59,11 +67,13 @@ def test_every_register_hook_contributes_its_kind(tmp_path):
         patchworld_register_tokenizers=[MyTokenizer], patchworld_register_backbones=[MyBackbone],
         patchworld_register_objectives=[MyObjective], patchworld_register_decoders=[MyDecoder],
         patchworld_register_conditioners=[MyConditioner], patchworld_register_datamodules=[MyData],
+        patchworld_register_prompt_expanders=[MyExpander], patchworld_register_captioners=[MyCaptioner],
         patchworld_register_recipe_dirs=[str(tmp_path)], patchworld_register_commands={"hello": my_command},
     )
     registry = build_registry({"mine": plugin})
     expected = {"tokenizer": MyTokenizer, "backbone": MyBackbone, "objective": MyObjective,
-                "decoder": MyDecoder, "conditioner": MyConditioner, "datamodule": MyData}
+                "decoder": MyDecoder, "conditioner": MyConditioner, "datamodule": MyData,
+                "prompt_expander": MyExpander, "captioner": MyCaptioner}
     for kind, cls in expected.items():
         assert registry.components[kind] == {cls.__name__: (cls, "mine")}
         assert registry.get(kind, cls.__name__) is cls

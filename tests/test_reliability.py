@@ -183,3 +183,12 @@ def test_a_run_cut_short_says_so(run_cli, tmp_path, capsys):
                    "--trainer.max_epochs", "1", "--data.init_args.train_size", "6", "--trainer.default_root_dir",
                    "run") == 0
     assert "patchworld: training ended at step 3 of the 10 planned" in capsys.readouterr().err
+
+
+def test_a_run_stopped_between_periodic_checkpoints_keeps_its_last_steps(run_cli, tmp_path):
+    # checkpoints every 2 steps; the run ends (here by max_epochs, as max_time would) at step 3
+    assert run_cli("fit", "--config", str(RECIPES / "videomae-tiny.yaml"), *MAE_TINY, "--trainer.max_steps", "10",
+                   "--trainer.max_epochs", "1", "--data.init_args.train_size", "6", "--trainer.default_root_dir",
+                   "run", "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.save_last=true",
+                   "--trainer.callbacks.every_n_train_steps=2") == 0
+    assert load_checkpoint(find_last(tmp_path / "run"))["global_step"] == 3

@@ -4,6 +4,7 @@ plugins/prompts.py). Given frames come out exactly as given; every task runs thr
 playable mp4s; the flags take effect; bad input is one line naming the value and the valid range."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import av
@@ -202,3 +203,20 @@ def test_bad_repertoire_input(fails, tmp_path):
         f"{four} has 4 frames, too few for task 'edit': it takes 8")
     assert fails("--data.task", "loop", "--data.frames", "8").startswith(
         "context_frames=4 is out of range for task 'loop' on a 8-frame clip: give 1 to 3")
+
+
+def test_load_world_takes_the_training_clip_length_from_the_checkpoint(checkpoint):
+    from patchworld.checkpoints import load_world
+
+    world, _ = load_world("sora-tiny-sizes", checkpoint, TINY)  # what `patchworld adherence` uses
+    assert world.clip_frames == 4
+
+
+def test_a_model_that_does_not_know_its_clip_length_says_it_makes_one_window():
+    world = tiny_world()  # built here, never trained: like a checkpoint from before clip lengths were saved
+    with pytest.warns(UserWarning, match="all 6 frames are made in one window; give --data.window"):
+        world.objective.predict_step(world, first_batch(frames=6))
+    world.clip_frames = 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        world.objective.predict_step(world, first_batch(frames=6))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patchworld import WorldModel, gather_tokens
+from patchworld import WorldModel
 from patchworld_plugins.masks import future_mask, future_token_frames
 from patchworld_plugins.pixels import Pixels
 from patchworld_plugins.vit import ViT

@@ -1,0 +1,88 @@
+"""Chapter 4 — the DiT and frame conditioning (image to video, extension). Reference solutions.
+
+The same three functions as `exercises.py`, solved. `test_grader.py` compares them with
+`plugins/generation.py` (the task table, `latent_clean_mask`, `GenerativeObjective.generate`); `run.py`
+uses them to animate a still image and to extend a clip with a DiT trained by the real `Flow` objective.
+"""
+from __future__ import annotations
+
+import torch
+
+from patchworld_plugins.generation import given_mask, task_frames
+
+
+def clean_latent_frames(given: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Which latent frames are *clean* (kept exactly, never noised) when some pixel frames are given.
+
+    A latent frame is clean when it carries at least one given pixel frame; `tokenizer.latent_frame_of(f)`
+    names the latent frame that carries pixel frame f (for `Pixels` it is f itself; for a causal VAE with
+    2x temporal compression pixel frame 0 -> latent 0, 1-2 -> 1, 3-4 -> 2, ...).
+
+    Args:
+        given: (B, T) bool, True where pixel frame f of clip b is given.
+        tokenizer: a `patchworld.Tokenizer`.
+
+    Returns:
+        (B, t) bool with t = latent_frame_of(T - 1) + 1.
+    """
+    B, T = given.shape
+    latent = torch.tensor([tokenizer.latent_frame_of(f) for f in range(T)])  # (T,) latent frame of each pixel frame
+    clean = torch.zeros(B, int(latent[-1]) + 1, dtype=torch.bool)  # (B, t)
+    rows, frames = given.nonzero(as_tuple=True)  # every given (clip, pixel frame)
+    clean[rows, latent[frames]] = True
+    return clean
+
+
+def conditioned_input(objective, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                      clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DiT's training input under frame conditioning, and where the loss counts.
+
+    Every latent frame is noised to its clip's time t with ``objective.noised`` (for rectified flow
+    ``(1 - t) x_0 + t noise``), except the clean ones, which stay exactly the clean latents. The loss
+    counts only the frames that are not clean (the model is never asked to predict what it was given).
+
+    Args:
+        objective: a `GenerativeObjective` (`Flow` or `DDPM`), for its `noised(x0, noise, t)`.
+        latents: (B, c, t, h, w) clean latents x_0.
+        noise: (B, c, t, h, w) Gaussian noise.
+        t: (B,) noise level per clip in [0, 1] (1 = pure noise).
+        clean: (B, t) bool clean latent frames.
+
+    Returns:
+        x_t (B, c, t, h, w) and the loss weight (B, c, t, h, w) float: 1 where the loss counts, 0 on clean frames.
+    """
+    frame_clean = clean[:, None, :, None, None]  # (B, 1, t, 1, 1) broadcasts over channels and space
+    x_t = torch.where(frame_clean, latents, objective.noised(latents, noise, t))  # (B, c, t, h, w)
+    weight = (~frame_clean).float().expand_as(latents)  # (B, c, t, h, w)
+    return x_t, weight
+
+
+def extend_forward_step(objective, world, clip: torch.Tensor, context_frames: int, window: int,
+                        seeds: list[int], steps: int | None = None, captions: list[str] | None = None) -> torch.Tensor:
+    """One window of extending a video forward: the last `context_frames` frames of `clip` open a new
+    `window`-frame clip (kept exactly, the `extend_forward` task of the task table) and the model
+    generates the rest.
+
+    Build the window video (its first `context_frames` frames are clip's last ones; the others are
+    placeholders that only fix the shape), ask the task table which frames `extend_forward` gives
+    (`task_frames`) and turn them into a mask (`given_mask`), then call
+    ``objective.generate(world, captions, video, given, steps=steps, seeds=seeds)``.
+
+    Args:
+        objective: the world's `GenerativeObjective`.
+        world: the `WorldModel`.
+        clip: (B, 3, T, H, W) in [-1, 1], T >= context_frames.
+        context_frames: how many of its last frames to continue from (1 .. window - 1).
+        window: frames of the new clip.
+        seeds: one noise seed per clip.
+        steps: sampler steps (None: the objective's default).
+        captions: one prompt per clip (None: uncaptioned).
+
+    Returns:
+        (B, 3, window, H, W): the first `context_frames` frames equal clip[:, :, -context_frames:] exactly.
+    """
+    B, C, _, H, W = clip.shape
+    video = clip.new_zeros(B, C, window, H, W)  # (B, 3, window, H, W)
+    video[:, :, :context_frames] = clip[:, :, -context_frames:]
+    given = given_mask(task_frames("extend_forward", window, context_frames), window, B)  # (B, window)
+    return objective.generate(world, captions, video, given, steps=steps, seeds=seeds)
