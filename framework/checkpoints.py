@@ -8,6 +8,8 @@
 * `check_fits(model, checkpoint, path, recipe)`: a one-line error naming the first difference between the
   model a recipe builds and the one a checkpoint holds (another part class, missing or extra weights,
   other shapes).
+* `load_weights(model, path, recipe)`: a checkpoint's weights (and training clip length) into a `WorldModel`,
+  checked to fit first (`load_world`, a LoRA adapter's base).
 * `find_last(root)`: the newest ``last.ckpt`` of the runs under a directory (``--ckpt_path last``).
 * `load_world(recipe, checkpoint)` -> (WorldModel, datamodule) built from a recipe exactly as ``patchworld fit``
   builds it, with weights from a checkpoint (or at their seeded random initialisation).
@@ -153,8 +155,15 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
     if checkpoint is not None:
         if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs
             checkpoint = find_last(cli.trainer.default_root_dir)
-        state = load_checkpoint(checkpoint)
-        check_fits(model, state, checkpoint, str(recipe))
-        model.load_state_dict(state["state_dict"])
-        model.on_load_checkpoint(state)  # what Lightning does too: the run seed and the training clip length
+        load_weights(model, checkpoint, str(recipe))
     return model, cli.datamodule
+
+
+def load_weights(model, path: str | Path, recipe: str | None = None, what: str = "checkpoint") -> None:
+    """Load a patchworld checkpoint's weights and the clip length it trained on into `model` (a `WorldModel`);
+    one that does not fit is a `PatchworldError`. The run seed and RNG states stay the recipe's, so a trained
+    model and its random-init control draw the same noise, and a fine-tune starts from its own seed."""
+    state = load_checkpoint(path, what)
+    check_fits(model, state, path, recipe)
+    model.load_state_dict(state["state_dict"])
+    model.clip_frames = state.get("patchworld_clip_frames")

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from patchworld import ComponentError, PatchworldError
-from patchworld.checkpoints import check_fits, find_last, load_checkpoint, read_part
+from patchworld.checkpoints import find_last, load_weights, read_part
 from patchworld.data.video_io import atomic_path
 from patchworld.interfaces import Adapter
 
@@ -92,11 +92,7 @@ class LoRA(Adapter):
     @staticmethod
     def load_base(world, base: str) -> None:
         """Load the base checkpoint's weights (and the clip length it trained on) into `world`."""
-        path = find_last(base) if Path(base).is_dir() else Path(base)
-        checkpoint = load_checkpoint(path, "LoRA base checkpoint")
-        check_fits(world, checkpoint, path)
-        world.load_state_dict(checkpoint["state_dict"])
-        world.clip_frames = checkpoint.get("patchworld_clip_frames")
+        load_weights(world, find_last(base) if Path(base).is_dir() else Path(base), what="LoRA base checkpoint")
 
     def describe(self) -> dict:
         """What the saved file records, so it is loaded only into the adapter it was trained as."""
