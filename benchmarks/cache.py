@@ -3,7 +3,7 @@ interleaved, with medians and their paired ratio; the time to get a batch both w
 clip. Prints one table.
 
     python benchmarks/cache.py                               # sora-tiny-vae on the VAE of runs/vae-tiny
-    python benchmarks/cache.py --vae vae.safetensors --clips 256 --rounds 10 --conditioner MiniLM
+    python benchmarks/cache.py --vae vae.safetensors --clips 256 --rounds 10 --conditioner TinyTextEncoder
 
 * step: the objective's training step (the VAE encode of the batch, or none from the cache), backward and the
   optimizer step, on a batch already in memory, fp32 (this CPU has no native bf16);
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--vae", default="runs/vae-tiny", help="the frozen VAE (a checkpoint or run directory)")
     parser.add_argument("--clips", type=int, default=128, help="clips to cache")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of one step each way")
-    parser.add_argument("--conditioner", default=None, help="another conditioner for the recipe, e.g. MiniLM")
+    parser.add_argument("--conditioner", default=None, help="another conditioner for the recipe (default its MiniLM), e.g. TinyTextEncoder")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

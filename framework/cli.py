@@ -97,7 +97,7 @@ def one_line(message: str) -> str:
         found = [(depth, line.split(":", 1)[1].strip()) for depth, line in lines if line.startswith(label + ":")]
         return max(found)[1] if found else None
 
-    if all(line.startswith("Expected") for line in inner) and innermost("Subtypes"):
+    if len(inner) > 1 and all(line.startswith("Expected") for line in inner) and innermost("Subtypes"):
         reason = f"expected one of {innermost('Subtypes')}, got {innermost('Given value')}"
     else:
         reason = inner[0]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .errors import ContractError
+from .errors import ContractError, DataError
 from .interfaces import Backbone, Conditioner, Decoder, GenerativeBackbone, Objective, Tokenizer
 from .patches import grid_positions
 from .plugins import KINDS
@@ -216,11 +216,47 @@ def check_pixels_or_latents(objective: Any, batch: Any) -> None:
                      "train it from clips (e.g. SyntheticWorld or VideoFolder), not from a LatentCache")
 
 
+def check_buckets(world, datamodule: Any) -> None:
+    """Every (T, H, W) bucket of `datamodule` must fit the tokenizer's compression and the backbone's patches,
+    checked before the first step (a later bucket would fail mid-run): a one-line DataError naming the
+    bucket and the nearest sizes that fit."""
+    tokenizer = world.tokenizer
+    patch = world.backbone.patch_size if world.backbone is not None else (1, 1, 1)
+    (ct, ch, cw), (pt, ph, pw) = tokenizer.compression, patch
+    for bucket in getattr(datamodule, "buckets", None) or []:
+        try:
+            if all(n % p == 0 for n, p in zip(tokenizer.latent_grid(*bucket), patch)):
+                continue
+        except DataError:
+            pass
+        # latent frames t = k * pt; pixel frames 1 + (t - 1) * ct (causal) or t * ct; H, W multiples of c * p
+        frames = [tokenizer.pixel_frames(k * pt) for k in range(1, bucket[0] + 2)]
+        choices = [_nearest(frames, bucket[0]), _nearest(range(ch * ph, 2 * bucket[1] + ch * ph, ch * ph), bucket[1]),
+                   _nearest(range(cw * pw, 2 * bucket[2] + cw * pw, cw * pw), bucket[2])]
+        nearest = sorted(((t, h, w) for t in choices[0] for h in choices[1] for w in choices[2]),
+                         key=lambda size: sum(abs(a - b) for a, b in zip(size, bucket)))
+        raise DataError(
+            f"{type(datamodule).__name__} bucket (T, H, W)={tuple(bucket)} does not fit {type(tokenizer).__name__} "
+            f"(compression {(ct, ch, cw)}{', causal' if tokenizer.causal else ''}) with "
+            f"{type(world.backbone).__name__} patches {tuple(patch)}: valid buckets have T in "
+            f"{', '.join(map(str, frames[:3]))}, ..., H a multiple of {ch * ph} and W a multiple of {cw * pw}; "
+            f"nearest: {', '.join(map(str, nearest[:4]))}")
+
+
+def _nearest(valid, value: int) -> list[int]:
+    """The valid values just below and just above `value` (one if it is valid itself)."""
+    valid = list(valid)
+    below = [v for v in valid if v <= value]
+    above = [v for v in valid if v >= value]
+    return sorted({v for v in (below[-1] if below else None, above[0] if above else None) if v is not None})
+
+
 def check_parts(world, batch: dict, source: Any = "the datamodule") -> None:
     """Check a batch, then run the tokenizer, the backbone and the conditioner once on its first two clips,
     every output against its contract. In eval mode, so nothing is drawn from the training randomness
     (dropout, drop path) and a resumed run stays exact."""
     check_batch(batch, source)
+    check_buckets(world, source)
     with evaluating(world):
         if "video" in batch:
             latents = run_tokenizer(world.tokenizer, batch["video"][:2])

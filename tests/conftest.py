@@ -79,3 +79,19 @@ def write_corrupt_mp4(path: Path, frames: int = 24, keep: float = 0.35, height: 
 @pytest.fixture
 def make_corrupt_mp4():
     return write_corrupt_mp4
+
+
+#: a tiny causal VAE (2x4x4 compression, 4 latent channels)
+VAE_ARCH = {"compression": [2, 4, 4], "latent_channels": 4, "width": 8, "multipliers": [1, 2], "blocks": [0, 1]}
+
+
+@pytest.fixture
+def vae_checkpoint(tmp_path):
+    """A (randomly initialised) VAE saved as a fit run's checkpoint would hold it, so recipes load it frozen."""
+    torch.manual_seed(1)
+    from patchworld_plugins.vae import VAE
+
+    vae = VAE(**VAE_ARCH)
+    path = tmp_path / "vae.ckpt"
+    torch.save({"state_dict": {f"tokenizer.{key}": value for key, value in vae.state_dict().items()}}, path)
+    return str(path)

@@ -14,20 +14,10 @@ from patchworld.data import SyntheticWorld
 from patchworld_plugins import DiT, Flow, TinyTextEncoder
 from patchworld_plugins.cache import LatentCache, build_cache, read_manifest
 from patchworld_plugins.vae import VAE
+from conftest import VAE_ARCH
 
-VAE_ARCH = {"compression": [2, 4, 4], "latent_channels": 4, "width": 8, "multipliers": [1, 2], "blocks": [0, 1]}
-DATA = {"frames": [1, 5], "size": [[16, 16], [16, 24]], "batch_size": 3, "train_size": 64, "val_size": 3,
+DATA = {"buckets": [[1, 16, 16], [1, 16, 24], [5, 16, 16], [5, 16, 24]], "batch_size": 3, "train_size": 64, "val_size": 3,
         "max_objects": 1}
-
-
-@pytest.fixture
-def vae_checkpoint(tmp_path):
-    """A (randomly initialised) VAE saved as a fit run's checkpoint would hold it, so recipes load it frozen."""
-    torch.manual_seed(1)
-    vae = VAE(**VAE_ARCH)
-    path = tmp_path / "vae.ckpt"
-    torch.save({"state_dict": {f"tokenizer.{key}": value for key, value in vae.state_dict().items()}}, path)
-    return str(path)
 
 
 def tiny_world(vae_checkpoint: str, conditioner=None) -> WorldModel:

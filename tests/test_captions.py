@@ -91,7 +91,7 @@ def test_a_plugin_registered_expander_is_picked_up_by_name():
         patchworld.hookimpl(lambda: [Shouting]))})
     assert build_registry({"loud": plugin}).get("prompt_expander", "Shouting") is Shouting
     tiny = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
-            "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+            "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
             "--model.conditioner.init_args.depth", "1"]
     _, data = load_world("sora-tiny", None, [*tiny, "--data", "Prompts", "--data.prompts", '["red circle"]',
                                             "--data.frames", "2", "--data.size", "[8, 8]", "--data.expander", "Shouting"])

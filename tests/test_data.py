@@ -123,7 +123,7 @@ def test_physics_labels_occur():
 
 
 def test_variable_sizes_and_durations_per_batch():
-    data = SyntheticWorld(frames=[4, 8], size=[(32, 32), (32, 48)], batch_size=4, train_size=32)
+    data = SyntheticWorld(buckets=[(4, 32, 32), (4, 32, 48), (8, 32, 32), (8, 32, 48)], batch_size=4, train_size=32)
     shapes = set()
     for batch in data.train_dataloader():
         assert batch["video"].shape[0] <= 4

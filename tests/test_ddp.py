@@ -1,7 +1,9 @@
-"""DDP on CPU (gloo): 2 processes with batch B per process train exactly like one process with batch 2B.
+"""DDP on CPU (gloo): 2 processes with batch B per process train exactly like one process with batch 2B,
+with a different (T, H, W) bucket drawn per step.
 
-It holds because every global batch is split between ranks by the datamodule's `BucketBatchSampler` (so
-both runs see the same global batches) and every random draw is keyed on the sample, not on the process
+It holds because every global batch, and its bucket, is split between ranks by the datamodule's
+`BucketBatchSampler` (so both runs see the same global batches at the same sizes; a rank on another bucket
+would train on other clips) and every random draw is keyed on the sample, not on the process
 (patchworld.randomness). Lightning's DDP launcher re-executes the command line, so the runs are real
 `patchworld fit` subprocesses.
 
@@ -21,9 +23,12 @@ import time
 from test_resume import differences, fit_args, load
 
 
+BUCKETS = "--data.init_args.buckets=[[8, 32, 32], [4, 32, 48], [6, 48, 32]]"
+
+
 def fit(root, batch_size: int, *extra: str) -> dict:
-    """Run 4 steps of a tiny videomae-tiny in a subprocess; return its final checkpoint."""
-    args = fit_args("videomae-tiny", root, 4, 4, 64, f"--data.init_args.batch_size={batch_size}",
+    """Run 4 steps of a tiny videomae-tiny on three buckets in a subprocess; return its final checkpoint."""
+    args = fit_args("videomae-tiny", root, 4, 4, 64, f"--data.init_args.batch_size={batch_size}", BUCKETS,
                     "--trainer.accelerator=cpu", "--trainer.precision=32-true", *extra)
     # the same thread count in every process (Lightning's DDP sets 1 per process on 2 cores otherwise)
     env = os.environ | {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}

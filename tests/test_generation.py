@@ -177,7 +177,7 @@ def test_pixel_frames_map_to_latent_frames():
 
 # ---- predict through the CLI --------------------------------------------------------------------
 TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
-        "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+        "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
         "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true"]
 
 

@@ -123,7 +123,7 @@ def test_bad_adapter_input_is_one_line(base, tmp_path):
 
 
 TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
-        "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+        "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
         "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true", "--trainer.max_time", "null",
         "--trainer.limit_val_batches", "0", "--trainer.logger", "false"]
 

@@ -26,7 +26,7 @@ from patchworld_plugins.vit import ViT
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SORA_TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
-             "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+             "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
              "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true", "--trainer.logger", "false",
              "--trainer.default_root_dir", "run"]
 MAE_TINY = ["--model.backbone.init_args.depth", "1", "--model.backbone.init_args.dim", "64",

@@ -17,7 +17,7 @@ from patchworld_plugins import DiT, Flow, Pixels, TinyTextEncoder
 from patchworld_plugins.prompts import Prompts
 
 TINY = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
-        "--model.backbone.init_args.heads", "2", "--model.conditioner.init_args.dim", "32",
+        "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
         "--model.conditioner.init_args.depth", "1", "--trainer.precision", "32-true"]
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 PROMPT = ["--data", "Prompts", "--data.prompts", '["a large red circle moves to the right slowly"]']
@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from patchworld.cli import main
 
     root = tmp_path_factory.mktemp("repertoire")
-    assert main(["fit", "--config", "sora-tiny-sizes", *TINY, *QUIET, "--data.init_args.frames", "4",
+    assert main(["fit", "--config", "sora-tiny-sizes", *TINY, *QUIET, "--data.init_args.buckets", "[[4, 16, 16], [4, 32, 32]]",
                  "--data.init_args.batch_size", "2", "--trainer.max_steps", "2", "--trainer.max_time", "null",
                  "--trainer.limit_val_batches", "0", f"--trainer.default_root_dir={root}"]) == 0
     path = next(root.rglob("last.ckpt"))

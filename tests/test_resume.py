@@ -29,7 +29,8 @@ TINY = {
     "vjepa-tiny": [*TINY_VIT, *TINY_DATA, "--model.objective.init_args.predictor_dim=32",
                    "--model.objective.init_args.predictor_depth=1", "--model.objective.init_args.predictor_heads=2",
                    "--model.objective.init_args.monitor_every=2"],
-    "sora-tiny": [*TINY_VIT, *TINY_DATA, "--data.init_args.size=[16,16]", "--model.conditioner.init_args.dim=32",
+    "sora-tiny": [*TINY_VIT, *TINY_DATA, "--data.init_args.size=[16,16]",
+                  "--model.conditioner=TinyTextEncoder", "--model.conditioner.init_args.dim=32",
                   "--model.conditioner.init_args.depth=1", "--model.conditioner.init_args.heads=2"],
 }
 

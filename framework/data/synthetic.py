@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ComponentError
-from .sampler import BucketBatchSampler, ResumableDataLoader
+from .sampler import BucketBatchSampler, ResumableDataLoader, parse_buckets
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
@@ -294,8 +294,12 @@ class SyntheticWorld(pl.LightningDataModule):
     """Procedurally rendered clips of moving objects; no files needed.
 
     Args:
-        frames: frames per clip, or a list to vary duration per batch.
-        size: (H, W) of each frame, or a list of (H, W) to vary size and aspect per batch.
+        frames: frames per clip.
+        size: (H, W) of each frame.
+        buckets: (T, H, W) shapes instead of one `frames` x `size`: every batch draws one (by
+            `bucket_weights`) and its clips are rendered natively at that size (wide, tall, square; T = 1 for
+            images), so nothing is cropped or stretched.
+        bucket_weights: how often each bucket is drawn (default: equally often).
         batch_size: clips per batch.
         train_size: clips in the training split (each split has its own seeds).
         val_size: clips in the validation split.
@@ -313,7 +317,8 @@ class SyntheticWorld(pl.LightningDataModule):
 
     tasks = TASKS
 
-    def __init__(self, frames: int | list[int] = 16, size: tuple[int, int] | list[tuple[int, int]] = (64, 64),
+    def __init__(self, frames: int = 16, size: tuple[int, int] = (64, 64),
+                 buckets: list[tuple[int, int, int]] | None = None, bucket_weights: list[float] | None = None,
                  batch_size: int = 8, train_size: int = 4096, val_size: int = 256, test_size: int = 256,
                  predict_size: int = 8, max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
                  impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0,
@@ -323,12 +328,13 @@ class SyntheticWorld(pl.LightningDataModule):
             raise ComponentError(f"SyntheticWorld.max_objects must be 1, 2 or 3, got {max_objects}")
         if not 0 < object_scale <= 3:
             raise ComponentError(f"SyntheticWorld.object_scale must be in (0, 3] so objects fit the frame, got {object_scale}")
-        self.frame_choices = [frames] if isinstance(frames, int) else list(frames)
-        sizes = [size] if isinstance(size[0], int) else list(size)
-        self.shapes = [(t, int(h), int(w)) for t in self.frame_choices for h, w in sizes]
+        if buckets is None and bucket_weights is not None:
+            raise ComponentError("SyntheticWorld.bucket_weights needs buckets: list the (T, H, W) shapes they weigh")
+        self.buckets, self.bucket_weights = (parse_buckets(buckets, bucket_weights, "SyntheticWorld") if buckets
+                                             else ([(frames, *map(int, size))], None))
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.lengths = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
-        first = self.shapes[0]
+        first = self.buckets[0]
         self.splits = {
             split: SyntheticClips(n, split, first[0], first[1:], seed, max_objects, gravity_prob, reverse_prob,
                                   impossible_prob, tuple(violations), object_scale)
@@ -339,7 +345,8 @@ class SyntheticWorld(pl.LightningDataModule):
         """Batches of one split: seeded order (shuffled for train), one shape per batch, split between DDP
         ranks, resumable mid-epoch (see `BucketBatchSampler`)."""
         dataset = self.splits[split]
-        sampler = BucketBatchSampler(len(dataset), self.batch_size, self.shapes, split == "train", self.seed + _SPLITS[split])
+        sampler = BucketBatchSampler(len(dataset), self.batch_size, self.buckets, split == "train",
+                                     self.seed + _SPLITS[split], weights=self.bucket_weights)
         return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
 

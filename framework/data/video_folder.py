@@ -1,7 +1,9 @@
 """VideoFolder: clips from a folder of real video files, read with PyAV.
 
 Layout: ``root/<label>/<name>.mp4`` (labels from sub-folder names; files directly under root get no
-label) with optional captions in ``<name>.txt`` beside each video. Every file is probed once at setup; a
+label) with optional captions in ``<name>.txt`` beside each video. With `buckets`, images (.png, .jpg, ...)
+are 1-frame videos and every file goes to the bucket nearest its own aspect and length (`assign_buckets`).
+Every file is probed once at setup; a
 file that fails to decode then, or at any later read, is skipped (its samples are replaced by the next
 readable one), named once in a warning and counted in a summary at the end; the folder is an error only
 when more than ``max_bad_fraction`` of it is unreadable. Entries with a video extension that are not files
@@ -19,10 +21,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .sampler import BucketBatchSampler, ResumableDataLoader
+from .sampler import BucketBatchSampler, ResumableDataLoader, parse_buckets
 from .video_io import VideoInfo, probe_video, read_clip
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # 1-frame videos, read when buckets are given
 
 
 class Unreadable:
@@ -107,9 +110,38 @@ def scan_folder(root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     return readable, unreadable
 
 
+def assign_buckets(videos: list[VideoInfo], buckets: list[tuple[int, int, int]], fps: float | None,
+                   max_crop: float) -> tuple[list[int], list[VideoInfo], dict[str, str]]:
+    """Send each video to the bucket nearest its own shape: among the buckets it has frames enough for
+    (T <= its frames at `fps`, default its own rate), the one whose aspect needs the least cropping, then
+    the longest. Frames are never distorted: they are scaled to cover the bucket and centre-cropped, and a
+    file whose best bucket would crop more than `max_crop` of its width or height fits no bucket.
+    Returns (bucket per kept video, the kept videos, {path: why it fits no bucket})."""
+    assignment, kept, unfit = [], [], {}
+    for info in videos:
+        frames = max(1, int(info.duration * (fps or info.fps) + 1e-3))
+        aspect = info.width / info.height
+        fitting = [(_crop(aspect, w / h), -t, b) for b, (t, h, w) in enumerate(buckets) if t <= frames]
+        crop, _, best = min(fitting, default=(None, 0, None))
+        if best is None or crop > max_crop + 1e-9:
+            why = (f"needs a bucket of at most {frames} frames" if best is None
+                   else f"its nearest bucket {buckets[best]} would crop {crop:.0%} (max_crop={max_crop:g})")
+            unfit[str(info.path)] = f"{info.path} ({info.width}x{info.height}, {frames} frames): {why}"
+            continue
+        assignment.append(best)
+        kept.append(info)
+    return assignment, kept, unfit
+
+
+def _crop(aspect: float, bucket_aspect: float) -> float:
+    """The fraction of the width or height that covering a bucket of `bucket_aspect` cuts off."""
+    return 1 - min(aspect, bucket_aspect) / max(aspect, bucket_aspect)
+
+
 class VideoClips(Dataset):
     """Clips from `videos` (`VideoFolder.clips` builds one for a split).
 
+    Items are an index, or (index, (T, H, W)) from a bucket sampler (then the clip has that shape).
     A training clip (`random_start`) starts at a point that is a pure function of (`seed`, epoch, index),
     so a resumed run reads the same clips: the epoch is 0 until `set_epoch(epoch)` is called (a sampler or
     the loop calls it before each epoch; DataLoader workers see it when they start, so with persistent
@@ -135,18 +167,19 @@ class VideoClips(Dataset):
         """The epoch whose clip starts `__getitem__` returns (training clips only)."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> dict:
+        index, (frames, height, width) = key if isinstance(key, tuple) else (key, (self.frames, *self.size))
         skipped: dict[str, str] = {}
         for offset in range(len(self.videos)):
             info = self.videos[(index + offset) % len(self.videos)]
             if str(info.path) in self.unreadable.files:
                 continue
-            span = max(0.0, info.duration - self.frames / (self.fps or info.fps))
+            span = max(0.0, info.duration - frames / (self.fps or info.fps))
             unit = _stable_fraction(f"{self.seed}/{self.epoch}/{index}") if self.random_start else 0.5
             caption_file = info.path.with_suffix(".txt")
             relative = info.path.relative_to(self.root)
             try:
-                video = read_clip(info.path, self.frames, self.size, unit * span, self.fps)
+                video = read_clip(info.path, frames, (height, width), unit * span, self.fps)
                 try:
                     caption = caption_file.read_text().strip() if caption_file.exists() else ""
                 except (OSError, UnicodeDecodeError) as error:
@@ -199,17 +232,29 @@ class VideoFolder(pl.LightningDataModule):
         max_bad_fraction: the run fails (a one-line DataError naming the folder, the count and the fraction)
             only when more than this fraction of the folder's video files turns out unreadable, at setup or
             while training; fewer are skipped, each named once in a warning, and summed up at teardown.
+        buckets: (T, H, W) shapes instead of one `frames` x `size`: every file goes to the bucket nearest its
+            aspect and length (`assign_buckets`: scaled to cover, centre-cropped, never stretched), images
+            are 1-frame videos, and every batch holds one bucket.
+        max_crop: with buckets, a file whose nearest bucket would crop more than this fraction of its width or
+            height is skipped (named in a warning); a folder where no file fits is an error.
     """
 
     def __init__(self, root: str, frames: int = 16, size: tuple[int, int] = (64, 64), fps: float | None = None,
                  batch_size: int = 8, val_fraction: float = 0.1, num_workers: int = 0, seed: int = 0,
-                 max_bad_fraction: float = 0.1):
+                 max_bad_fraction: float = 0.1, buckets: list[tuple[int, int, int]] | None = None,
+                 max_crop: float = 0.5):
         super().__init__()
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise DataError(f"VideoFolder: max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.root, self.frames, self.size, self.fps = Path(root), frames, tuple(size), fps
         self.batch_size, self.val_fraction, self.num_workers = batch_size, val_fraction, num_workers
         self.seed, self.max_bad_fraction = seed, max_bad_fraction
+        if not 0.0 <= max_crop < 1.0:
+            raise DataError(f"VideoFolder: max_crop must be in [0, 1), got {max_crop}")
+        self.bucketed = buckets is not None
+        self.buckets = parse_buckets(buckets, None, "VideoFolder")[0] if self.bucketed else [(frames, *self.size)]
+        self.max_crop = max_crop
+        self.assignments: dict[str, list[int]] = {}
         self.splits: dict[str, VideoClips] = {}
         self.unreadable: Unreadable | None = None
 
@@ -220,11 +265,27 @@ class VideoFolder(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        videos, self.unreadable = scan_folder(self.root, max_bad_fraction=self.max_bad_fraction)
+        extensions = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if self.bucketed else ())
+        videos, self.unreadable = scan_folder(self.root, extensions, self.max_bad_fraction)
+        if self.bucketed:
+            videos = self._fitting(videos)
         held_out = [v for v in videos if _stable_fraction(v.path.relative_to(self.root)) < self.val_fraction]
         train = [v for v in videos if v not in held_out] or videos
         self.splits = {"train": self.clips(train, random_start=True), "val": self.clips(held_out or videos),
                        "all": self.clips(videos)}
+        if self.bucketed:
+            self.assignments = {split: assign_buckets(dataset.videos, self.buckets, self.fps, self.max_crop)[0]
+                                for split, dataset in self.splits.items()}
+
+    def _fitting(self, videos: list[VideoInfo]) -> list[VideoInfo]:
+        """The videos that fit a bucket; each other one is named in a warning, and none fitting is an error."""
+        _, kept, unfit = assign_buckets(videos, self.buckets, self.fps, self.max_crop)
+        for reason in unfit.values():
+            warnings.warn(f"VideoFolder: skipping {reason}", stacklevel=3)
+        if not kept:
+            raise DataError(f"VideoFolder: no file in {self.root} fits a bucket (buckets {self.buckets}, max_crop="
+                            f"{self.max_crop:g}); first: {next(iter(unfit.values()))}")
+        return kept
 
     def clips(self, videos: list[VideoInfo], random_start: bool = False) -> VideoClips:
         """A dataset of clips from `videos` with this folder's frames, size, fps and classes (each clip from a
@@ -248,7 +309,8 @@ class VideoFolder(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # seeded order, split between DDP ranks, resumable mid-epoch (the same sampler as SyntheticWorld's)
-        sampler = BucketBatchSampler(len(self.splits[split]), self.batch_size, shuffle=shuffle, seed=self.seed)
+        sampler = BucketBatchSampler(len(self.splits[split]), self.batch_size, shuffle=shuffle, seed=self.seed,
+                                     **({"shapes": self.buckets, "assignment": self.assignments[split]} if self.bucketed else {}))
         return ResumableDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collate,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

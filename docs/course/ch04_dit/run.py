@@ -5,7 +5,7 @@
     python docs/course/ch04_dit/run.py --quick      # a smoke run (seconds; the model learns nothing)
 
 It builds the shipped `sora-tiny` recipe (Pixels -> DiT over 2x4x4 spacetime patches -> Flow, with the
-tiny text encoder) through `patchworld.checkpoints.load_world`, trains it with Lightning on SyntheticWorld,
+tiny trainable text encoder in place of the recipe's MiniLM) through `patchworld.checkpoints.load_world`, trains it with Lightning on SyntheticWorld,
 and writes `dit.png` (into this folder, or `--out DIR`): for test clips, the real clip, an i2v sample from
 its first frame, and a clip extended forward window by window with `extend_forward_step` (given frames
 framed in green), above the denoising error per latent frame with and without the first frame given,
@@ -69,7 +69,10 @@ def main() -> None:
     start = time.time()
     steps = 2 if args.quick else 300
     pl.seed_everything(0, verbose=False)
-    world, data = load_world("sora-tiny", overrides=["--data.init_args.val_size", "8", "--data.init_args.test_size", "8"])
+    tiny_text = ["--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "128",
+                 "--model.conditioner.init_args.depth", "2", "--model.conditioner.init_args.heads", "4"]
+    world, data = load_world("sora-tiny", overrides=[*tiny_text, "--data.init_args.val_size", "8",
+                                                     "--data.init_args.test_size", "8"])
     losses = train(world, data, steps)
     trained = time.time() - start
     print(f"trained {steps} steps in {trained:.0f} s, loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f}")
