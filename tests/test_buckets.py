@@ -179,6 +179,8 @@ def test_adherence_is_reported_per_bucket(run_cli, vae_checkpoint, tmp_path):
                    "--overrides", overrides, "--samples", "2", "--steps", "2", "--judge_steps", "8",
                    "--precision", "32", "--out", "adherence.json") == 0
     results = json.loads((tmp_path / "adherence.json").read_text())
+    assert results["samples"] == 2 and results["steps"] == 2
+    assert all(rate in (0, 0.5, 1) for bucket in results["buckets"].values() for rate in bucket["generated"].values())  # 2 clips judged
     assert set(results["buckets"]) == {"5x16x16", "5x16x32", "5x32x16", "1x16x16"}
     assert set(results["buckets"]["1x16x16"]["generated"]) == {"shape", "colour"}  # a still has no direction
     assert set(results["buckets"]["5x16x32"]["generated"]) == {"shape", "colour", "direction"}
