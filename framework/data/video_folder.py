@@ -111,13 +111,13 @@ def scan_folder(root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
 
 
 def assign_buckets(videos: list[VideoInfo], buckets: list[tuple[int, int, int]], fps: float | None,
-                   max_crop: float) -> tuple[list[int], list[VideoInfo], dict[str, str]]:
+                   max_crop: float) -> tuple[dict[str, int], dict[str, str]]:
     """Send each video to the bucket nearest its own shape: among the buckets it has frames enough for
     (T <= its frames at `fps`, default its own rate), the one whose aspect needs the least cropping, then
     the longest. Frames are never distorted: they are scaled to cover the bucket and centre-cropped, and a
     file whose best bucket would crop more than `max_crop` of its width or height fits no bucket.
-    Returns (bucket per kept video, the kept videos, {path: why it fits no bucket})."""
-    assignment, kept, unfit = [], [], {}
+    Returns ({path: its bucket's index}, {path: why it fits no bucket})."""
+    placed, unfit = {}, {}
     for info in videos:
         frames = max(1, int(info.duration * (fps or info.fps) + 1e-3))
         aspect = info.width / info.height
@@ -127,10 +127,9 @@ def assign_buckets(videos: list[VideoInfo], buckets: list[tuple[int, int, int]],
             why = (f"needs a bucket of at most {frames} frames" if best is None
                    else f"its nearest bucket {buckets[best]} would crop {crop:.0%} (max_crop={max_crop:g})")
             unfit[str(info.path)] = f"{info.path} ({info.width}x{info.height}, {frames} frames): {why}"
-            continue
-        assignment.append(best)
-        kept.append(info)
-    return assignment, kept, unfit
+        else:
+            placed[str(info.path)] = best
+    return placed, unfit
 
 
 def _crop(aspect: float, bucket_aspect: float) -> float:
@@ -268,24 +267,26 @@ class VideoFolder(pl.LightningDataModule):
         extensions = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if self.bucketed else ())
         videos, self.unreadable = scan_folder(self.root, extensions, self.max_bad_fraction)
         if self.bucketed:
-            videos = self._fitting(videos)
+            placed = self._place(videos)
+            videos = [v for v in videos if str(v.path) in placed]
         held_out = [v for v in videos if _stable_fraction(v.path.relative_to(self.root)) < self.val_fraction]
         train = [v for v in videos if v not in held_out] or videos
         self.splits = {"train": self.clips(train, random_start=True), "val": self.clips(held_out or videos),
                        "all": self.clips(videos)}
         if self.bucketed:
-            self.assignments = {split: assign_buckets(dataset.videos, self.buckets, self.fps, self.max_crop)[0]
+            self.assignments = {split: [placed[str(v.path)] for v in dataset.videos]
                                 for split, dataset in self.splits.items()}
 
-    def _fitting(self, videos: list[VideoInfo]) -> list[VideoInfo]:
-        """The videos that fit a bucket; each other one is named in a warning, and none fitting is an error."""
-        _, kept, unfit = assign_buckets(videos, self.buckets, self.fps, self.max_crop)
+    def _place(self, videos: list[VideoInfo]) -> dict[str, int]:
+        """{path: bucket} of the videos that fit a bucket; each other one is named in a warning, and none
+        fitting is an error."""
+        placed, unfit = assign_buckets(videos, self.buckets, self.fps, self.max_crop)
         for reason in unfit.values():
             warnings.warn(f"VideoFolder: skipping {reason}", stacklevel=3)
-        if not kept:
+        if not placed:
             raise DataError(f"VideoFolder: no file in {self.root} fits a bucket (buckets {self.buckets}, max_crop="
                             f"{self.max_crop:g}); first: {next(iter(unfit.values()))}")
-        return kept
+        return placed
 
     def clips(self, videos: list[VideoInfo], random_start: bool = False) -> VideoClips:
         """A dataset of clips from `videos` with this folder's frames, size, fps and classes (each clip from a
