@@ -1,8 +1,11 @@
 """DiT throughput: forward+backward tokens/s and model FLOPs utilisation (MFU), fp32 vs bf16 autocast, against
-a matmul peak measured in the same run; and the seconds to sample one 16-frame 64x64 video at 25 steps.
+a matmul peak measured in the same run; and the seconds to sample one 16-frame 64x64 video at 25 steps with
+classifier-free guidance, as one batched network call per step (what `generate` does) against two calls
+(conditional, then unconditional: how guidance was sampled before it was batched), interleaved.
 
     python benchmarks/dit_throughput.py [--dim 256 --depth 6 --batch 4 --repeats 3 --device cpu]
-                                        [--precisions fp32 bf16] [--attention full factorized] [--sample_steps 25]
+                                        [--precisions fp32 bf16] [--attention full factorized]
+                                        [--sample_steps 25 --sample_rounds 2]
 
 MFU = (model FLOPs of one fwd+bwd, counted by torch.utils.flop_counter) / time / (peak matmul FLOP/s of a
 large square matmul in the same precision). No assertions: it prints a table.
@@ -10,11 +13,13 @@ large square matmul in the same precision). No assertions: it prints a table.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from contextlib import contextmanager
 
 import torch
 
-from measure import matmul_peak, step_flops, sync
+from measure import interleaved, matmul_peak, paired_ratios, step_flops, sync
 from patchworld import WorldModel
 from patchworld_plugins import DiT, Flow, Pixels, TinyTextEncoder
 
@@ -47,6 +52,38 @@ def throughput(world: WorldModel, batch: dict, autocast: bool, device: str, repe
     return best, flops
 
 
+@contextmanager
+def guidance_in_two_calls(objective):
+    """Inside: every guided network call of `objective.generate` (a batch of [conditional; unconditional])
+    runs as two calls, one per half, and the halves are joined: the sampler before guidance was batched."""
+    batched = objective.denoise
+
+    def denoise(world, x_t, t, clean, context, context_mask):
+        halves = zip(x_t.chunk(2), t.chunk(2), clean.chunk(2) if clean is not None else (None, None),
+                     context.chunk(2), context_mask.chunk(2))
+        return torch.cat([batched(world, *half) for half in halves])
+
+    objective.denoise = denoise
+    try:
+        yield
+    finally:
+        del objective.denoise  # back to the class's batched method
+
+
+def sampling_seconds(world: WorldModel, caption: str, video: torch.Tensor, steps: int, rounds: int,
+                     bf16: bool, device: str) -> tuple[list[float], list[float]]:
+    """Seconds per guided video, batched vs in two calls per step, over `rounds` interleaved rounds."""
+    def sample() -> None:
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            world.objective.generate(world, [caption], video, steps=steps, progress=False)
+
+    def sample_in_two_calls() -> None:
+        with guidance_in_two_calls(world.objective):
+            sample()
+
+    return interleaved(sample, sample_in_two_calls, rounds, device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=256)
@@ -57,6 +94,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample_steps", type=int, default=25, help="0: no sampling")
+    parser.add_argument("--sample_rounds", type=int, default=2, help="interleaved rounds of one video each way")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--attention", nargs="+", default=["full", "factorized"], choices=["full", "factorized"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -81,16 +119,18 @@ def main() -> None:
                   f"{args.batch * tokens_per_clip / seconds:>10.0f} {flops / 1e9:>11.1f} {rate / 1e9:>8.1f} "
                   f"{rate / peaks[name]:>6.1%}")
 
+    if not args.sample_steps:
+        return
     world = build(args.dim, args.depth, args.heads, False, device).eval()
-    one = video[:1]
-    for name in args.precisions if args.sample_steps else []:
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=name == "bf16"):
-            sync(device)
-            start = time.perf_counter()
-            world.objective.generate(world, batch["caption"][:1], one, steps=args.sample_steps, progress=False)
-            sync(device)
-        print(f"\nsampling one {args.frames}x{args.size}x{args.size} video, {args.sample_steps} Euler steps with "
-              f"classifier-free guidance ({name}): {time.perf_counter() - start:.1f} s")
+    print(f"\nsampling one {args.frames}x{args.size}x{args.size} video, {args.sample_steps} Euler steps, guidance "
+          f"{world.objective.guidance}, {args.sample_rounds} interleaved rounds (median s per video)")
+    print(f"{'precision':<10} {'batched':>8} {'2 calls':>8} {'2 calls / batched (min-max)':>28}")
+    for name in args.precisions:
+        batched, two_calls = sampling_seconds(world, batch["caption"][0], video[:1], args.sample_steps,
+                                              args.sample_rounds, name == "bf16", device)
+        ratio, low, high = paired_ratios(two_calls, batched)
+        print(f"{name:<10} {statistics.median(batched):>8.2f} {statistics.median(two_calls):>8.2f} "
+              f"{f'{ratio:.2f} ({low:.2f}-{high:.2f})':>28}")
 
 
 if __name__ == "__main__":

@@ -325,17 +325,18 @@ class GenerativeObjective(Objective):
         if bool(given.any()):
             clean = latent_clean_mask(world.tokenizer, given)  # (B, t)
             clean_latents = world.tokenizer.encode(fill_from_given(video, given)).float()
-        context, context_mask = self.encode_captions(world, captions, B)
         guided = world.conditioner is not None and guidance != 1
-        if guided:  # one batch of [conditional, unconditional]
-            both, both_mask = self.encode_captions(world, list(captions or [""] * B) + [""] * B, 2 * B)
+        if guided:  # the captions encoded once, as one batch of [conditional, unconditional]
+            context, context_mask = self.encode_captions(world, list(captions or [""] * B) + [""] * B, 2 * B)
+        else:
+            context, context_mask = self.encode_captions(world, captions, B)
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not guided:
                 return self.denoise(world, x, t.expand(B), clean, context, context_mask)
             pair_clean = clean.repeat(2, 1) if clean is not None else None
             cond, uncond = self.denoise(world, x.repeat(2, 1, 1, 1, 1), t.expand(2 * B), pair_clean,
-                                        both, both_mask).chunk(2)
+                                        context, context_mask).chunk(2)  # one network call for both
             return uncond + guidance * (cond - uncond)
 
         tokens = math.prod(grid) // math.prod(world.backbone.patch_size)

@@ -149,6 +149,28 @@ def test_tiny_dit_overfits_one_captioned_clip():
     assert mse < 0.03, f"regenerated clip MSE {mse:.4f} (clip variance {clip['video'].var().item():.3f})"
 
 
+
+def test_guidance_encodes_the_captions_once_and_calls_the_network_once_per_step(monkeypatch):
+    """Classifier-free guidance: the captions and the unconditional "" are encoded in one conditioner call
+    for the whole sampling, and each step is one backbone call on [conditional; unconditional] together;
+    guidance 1 calls the backbone on the clips alone. The captions change the guided sample."""
+    world = tiny_world().eval()
+    for parameter in world.backbone.parameters():  # adaLN-Zero starts as the identity: make captions matter
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    encoded, network_batches = [], []
+    encode, network = world.conditioner.forward, world.backbone.forward
+    monkeypatch.setattr(world.conditioner, "forward", lambda captions: encoded.append(list(captions)) or encode(captions))
+    monkeypatch.setattr(world.backbone, "forward",
+                        lambda tokens, *args, **kwargs: network_batches.append(len(tokens)) or network(tokens, *args, **kwargs))
+    video = torch.zeros(2, 3, 2, 8, 8)
+    red = world.objective.generate(world, ["a red circle", "a blue square"], video, steps=3, guidance=3.0)
+    assert encoded == [["a red circle", "a blue square", "", ""]] and network_batches == [4, 4, 4]
+    encoded.clear(), network_batches.clear()
+    plain = world.objective.generate(world, ["a red circle", "a blue square"], video, steps=3, guidance=1.0)
+    assert encoded == [["a red circle", "a blue square"]] and network_batches == [2, 2, 2]
+    assert not torch.allclose(red, plain, atol=1e-3)
+
+
 # ---- frame conditioning -------------------------------------------------------------------------
 @pytest.mark.parametrize("objective", [Flow(progress=False), DDPM(progress=False)], ids=["flow", "ddpm"])
 @pytest.mark.parametrize("task", ["i2v", "extend_forward", "extend_backward", "interpolate"])
