@@ -131,7 +131,9 @@ def test_an_interrupted_run_leaves_a_resumable_checkpoint(tmp_path, sent):
     command = [sys.executable, "-m", "patchworld.cli", "fit", "--config", str(RECIPES / "videomae-tiny.yaml"), *MAE_TINY,
                "--trainer.max_steps", "100000", "--trainer.default_root_dir", "run"]
     # stdout too: where `rich` is installed, Lightning prints the model summary there
-    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True)
+    # a shell's background job ignores Ctrl-C, and its children inherit that: give the run the default handler
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = ""
     for line in process.stdout:  # wait for training to start, then a little more
         err += line
