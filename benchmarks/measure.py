@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+
+from patchworld.evaluation.cost import flop_counter
 
 
 def sync(device: str | torch.device) -> None:
@@ -65,8 +66,9 @@ def paired_ratios(times_a: list[float], times_b: list[float]) -> tuple[float, fl
 
 
 def step_flops(step: Callable[[], None]) -> int:
-    """FLOPs of one call of `step` (matmuls, convolutions and attention; torch.utils.flop_counter)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of `step` (matmuls, convolutions and attention, the CPU's fused attention kernel
+    included: `patchworld.evaluation.cost.flop_counter`)."""
+    with flop_counter() as counter:
         step()
     return int(counter.get_total_flops())
 

@@ -136,6 +136,26 @@ def test_clip_lengths_and_training_flops():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # counting does not train
 
 
+
+def test_flop_counter_counts_the_cpu_attention_kernel():
+    """SDPA's fused CPU kernel is counted (torch 2.14's own counter counts 0 for it): forward 4 b h n m d,
+    backward twice that, the same as the math backend's matmuls."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from patchworld.evaluation.cost import flop_counter
+
+    q = torch.randn(2, 3, 40, 16, requires_grad=True)
+    k, v = torch.randn(2, 3, 24, 16, requires_grad=True), torch.randn(2, 3, 24, 16, requires_grad=True)
+    forward = 4 * 2 * 3 * 40 * 24 * 16
+    totals = []
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
+        with flop_counter() as counter, sdpa_kernel(backend):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            assert counter.get_total_flops() == forward
+            out.sum().backward()
+        totals.append(counter.get_total_flops())
+    assert totals == [3 * forward, 3 * forward]
+
 # ---- the command ------------------------------------------------------------------------------------------------
 TINY = """
 name: test

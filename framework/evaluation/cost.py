@@ -7,7 +7,9 @@ import os
 import threading
 
 import torch
+import torch.utils.flop_counter as flop_counter_module
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class PeakMemory:
@@ -54,14 +56,32 @@ class PeakMemory:
         return False
 
 
+def _cpu_attention_forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter_module.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return 2 * flop_counter_module.sdpa_flop_count(query, key, value)  # its four matmuls, no recomputation
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch.utils.flop_counter's counter, also counting the fused attention kernel that SDPA runs on a CPU.
+    The stock counter does not know that kernel, so on a CPU it would leave every attention FLOP out. Counted
+    as model FLOPs: the forward's two matmuls and the backward's four, not the scores the fused backward
+    recomputes, so attention counts the same whichever SDPA backend runs (the math backend's own matmuls)."""
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+    })
+
+
 def train_step_flops(model, batch: dict) -> int:
     """FLOPs of one training step (forward + backward of the objective's loss) on `batch`, counted by
-    torch.utils.flop_counter on a copy of the model (the model itself is untouched)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    `flop_counter` on a copy of the model (the model itself is untouched)."""
     twin = copy.deepcopy(model).train()
     batch = twin.objective.prepare_batch(dict(batch))
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         twin.objective.training_step(twin, batch)["loss"].backward()
     return int(counter.get_total_flops())
 
