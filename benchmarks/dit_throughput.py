@@ -7,8 +7,8 @@ classifier-free guidance, as one batched network call per step (what `generate` 
                                         [--precisions fp32 bf16] [--attention full factorized]
                                         [--sample_steps 25 --sample_rounds 2]
 
-MFU = (model FLOPs of one fwd+bwd, counted by torch.utils.flop_counter) / time / (peak matmul FLOP/s of a
-large square matmul in the same precision). No assertions: it prints a table.
+MFU = (model FLOPs of one fwd+bwd, attention included: `measure.step_flops`) / time / (peak matmul FLOP/s of
+a large square matmul in the same precision). No assertions: it prints a table.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ training step against diffusers' CogVideoX 3D transformer, and a ViT + V-JEPA st
 One step = forward + loss + backward + AdamW (+ the EMA target update for V-JEPA) on a batch already in
 memory. Each pair runs in interleaved rounds (A,B, B,A, ...). The table gives each contender's median seconds
 per step; the median (min-max) over rounds of the paired ratio patchworld / peer (below 1: patchworld is
-faster); FLOPs per step (torch.utils.flop_counter: matmuls, convolutions, attention); MFU against the matmul
+faster); FLOPs per step (`measure.step_flops`: matmuls, convolutions, attention); MFU against the matmul
 peak of the same precision measured at the start of the run; and the memory a step holds
 (`measure.held_memory`: the allocator's peak on CUDA, the tensors saved for backward on a CPU). No assertions.
 

@@ -136,7 +136,6 @@ def test_clip_lengths_and_training_flops():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # counting does not train
 
 
-
 def test_flop_counter_counts_the_cpu_attention_kernel():
     """SDPA's fused CPU kernel is counted (torch 2.14's own counter counts 0 for it): forward 4 b h n m d,
     backward twice that, the same as the math backend's matmuls."""
@@ -155,6 +154,7 @@ def test_flop_counter_counts_the_cpu_attention_kernel():
             out.sum().backward()
         totals.append(counter.get_total_flops())
     assert totals == [3 * forward, 3 * forward]
+
 
 # ---- the command ------------------------------------------------------------------------------------------------
 TINY = """

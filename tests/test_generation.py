@@ -149,7 +149,6 @@ def test_tiny_dit_overfits_one_captioned_clip():
     assert mse < 0.03, f"regenerated clip MSE {mse:.4f} (clip variance {clip['video'].var().item():.3f})"
 
 
-
 def test_guidance_encodes_the_captions_once_and_calls_the_network_once_per_step(monkeypatch):
     """Classifier-free guidance: the captions and the unconditional "" are encoded in one conditioner call
     for the whole sampling, and each step is one backbone call on [conditional; unconditional] together;
