@@ -1,5 +1,6 @@
-"""What training a model costs: FLOPs of one training step (torch.utils.flop_counter), parameters and peak
-memory of a block of work. Used by `patchworld compare` to put each model's cost next to its results."""
+"""What training a model costs: FLOPs of one training step (torch.utils.flop_counter, plus the CPU attention
+kernel it misses), parameters and peak memory of a block of work. Used by `patchworld compare` to put each
+model's cost next to its results."""
 from __future__ import annotations
 
 import copy

@@ -3,8 +3,8 @@
 For every model of a study config (trained here from a recipe to a matched FLOP budget, or loaded from a
 checkpoint) and every baseline (raw pixels, a random-init network):
 
-1. **cost**: training FLOPs per step (torch.utils.flop_counter on one forward+backward), steps, wall time,
-   parameters and peak memory;
+1. **cost**: training FLOPs per step (`cost.flop_counter`, attention included, on one forward+backward),
+   steps, wall time, parameters and peak memory;
 2. **features**: every model's layer (and, for a generative model, noise level) is chosen by the same
    search on the validation split (`Objective.feature_options`, a linear probe over all tasks); each
    point's features are extracted once, and the chosen and the fixed default ones are kept for every
