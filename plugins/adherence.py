@@ -180,4 +180,3 @@ def adherence(argv: list[str]) -> int:
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(results, indent=2))
     return 0
-

@@ -3,10 +3,9 @@
 Layout: ``root/<label>/<name>.mp4`` (labels from sub-folder names; files directly under root get no
 label) with optional captions in ``<name>.txt`` beside each video. With `buckets`, images (.png, .jpg, ...)
 are 1-frame videos and every file goes to the bucket nearest its own aspect and length (`assign_buckets`).
-Every file is probed once at setup; a
-file that fails to decode then, or at any later read, is skipped (its samples are replaced by the next
-readable one), named once in a warning and counted in a summary at the end; the folder is an error only
-when more than ``max_bad_fraction`` of it is unreadable. Entries with a video extension that are not files
+Every file is probed once at setup; a file that fails to decode then, or at any later read, is skipped
+(its samples are replaced by the next readable one), named once in a warning and counted in a summary at
+the end; the folder is an error only when more than ``max_bad_fraction`` of it is unreadable. Entries with a video extension that are not files
 (directories, broken links, symlink loops) are reported by name. Clips are sampled by timestamp: in
 training from a start that is a pure function of (seed, epoch, index), the middle of the video otherwise.
 """
@@ -310,8 +309,8 @@ class VideoFolder(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # seeded order, split between DDP ranks, resumable mid-epoch (the same sampler as SyntheticWorld's)
-        sampler = BucketBatchSampler(len(self.splits[split]), self.batch_size, shuffle=shuffle, seed=self.seed,
-                                     **({"shapes": self.buckets, "assignment": self.assignments[split]} if self.bucketed else {}))
+        buckets = {"shapes": self.buckets, "assignment": self.assignments[split]} if self.bucketed else {}
+        sampler = BucketBatchSampler(len(self.splits[split]), self.batch_size, shuffle=shuffle, seed=self.seed, **buckets)
         return ResumableDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collate,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -8,9 +8,8 @@ import os
 import threading
 
 import torch
-import torch.utils.flop_counter as flop_counter_module
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
 class PeakMemory:
@@ -57,12 +56,12 @@ class PeakMemory:
         return False
 
 
-def _cpu_attention_forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter_module.sdpa_flop_count(query, key, value)
+def _cpu_attention_forward(query, key, value, *args, **kwargs) -> int:  # shapes, from FlopCounterMode
+    return sdpa_flop_count(query, key, value)
 
 
-def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return 2 * flop_counter_module.sdpa_flop_count(query, key, value)  # its four matmuls, no recomputation
+def _cpu_attention_backward(grad_out, query, key, value, *args, **kwargs) -> int:
+    return 2 * sdpa_flop_count(query, key, value)  # its four matmuls, no recomputation
 
 
 def flop_counter() -> FlopCounterMode:
