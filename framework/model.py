@@ -17,6 +17,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+from pytorch_lightning.utilities import GradClipAlgorithmType
 
 from .contracts import check_parts, check_pixels_or_latents, check_step_output
 from .guard import NonFiniteGuard
@@ -249,6 +251,18 @@ class WorldModel(pl.LightningModule):
             optimizer, lambda step: warmup_cosine(step, total, self.warmup_steps, self.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, which also works with a fused optimizer in bf16-mixed. Lightning refuses that
+        pair for every mixed precision because a fused optimizer unscales fp16's scaled gradients inside its
+        step, too late to clip them; bf16 gradients are never scaled, so they are clipped as they are (with
+        fp16 and a gradient scaler, Lightning's refusal stands)."""
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # skips the fp16-only check
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_callbacks(self):
         callbacks = [self.guard, *self.objective.callbacks(), *(self.adapter.callbacks() if self.adapter else [])]

@@ -1,4 +1,5 @@
 """The patchworld command: every shipped recipe runs, recipes by name, errors for people, re-runs."""
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,43 @@ def test_every_shipped_recipe_runs_fast_dev_run(recipe, run_cli, request):
     if loads_a_trained_tokenizer(recipe):  # e.g. sora-tiny-vae: point it at a real VAE checkpoint
         extra = ["--model.tokenizer.init_args.checkpoint", request.getfixturevalue("tiny_vae_checkpoint")]
     assert run_cli("fit", "--config", recipe, *FAST, *extra) == 0
+
+
+def tiny_one_step(recipe: Path) -> list[str]:
+    """Options that shrink a shipped recipe to a one-step fit of a tiny model (its parts and options kept)."""
+    config = yaml.safe_load(recipe.read_text())
+    model, data = config["model"], config["data"].get("init_args") or {}
+    args = ["--trainer.max_steps", "1", "--trainer.max_time", "null", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--data.init_args.batch_size", "2"]
+    if "backbone" in model:
+        args += ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
+                 "--model.backbone.init_args.heads", "2"]
+    if model["tokenizer"]["class_path"] == "VAE" and not loads_a_trained_tokenizer(recipe):
+        args += ["--model.tokenizer.init_args.width", "8", "--model.objective.init_args.crop", "null"]
+    if "buckets" in data:  # one small bucket of the recipe's first duration
+        args += ["--data.init_args.buckets", f"[[{data['buckets'][0][0]}, 32, 32]]", "--data.init_args.bucket_weights", "null"]
+    else:
+        args += ["--data.init_args.size", "[32, 32]"]
+    return args
+
+
+@pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda path: path.stem)
+def test_every_shipped_recipe_trains_a_step_in_bf16(recipe, run_cli, request, monkeypatch, tmp_path):
+    """The bf16 path (autocast, bf16 gradients, fused AdamW, clipping) that CPUs with native bf16 and GPUs take,
+    forced on whatever CPU runs the suite (emulated where bf16 is not native: tiny sizes keep it to seconds)."""
+    from patchworld.precision import cpu_bf16_is_fast
+
+    monkeypatch.setenv("PATCHWORLD_CPU_BF16", "1")
+    cpu_bf16_is_fast.cache_clear()
+    request.addfinalizer(cpu_bf16_is_fast.cache_clear)
+    extra = []
+    if loads_a_trained_tokenizer(recipe):
+        extra = ["--model.tokenizer.init_args.checkpoint", request.getfixturevalue("tiny_vae_checkpoint")]
+    wanted = yaml.safe_load(recipe.read_text())["trainer"]["precision"]
+    root = tmp_path / "run"
+    assert run_cli("fit", "--config", recipe, *tiny_one_step(recipe), *extra, f"--trainer.default_root_dir={root}") == 0
+    assert yaml.safe_load((root / "config.yaml").read_text())["trainer"]["precision"] == wanted  # not made fp32
+    assert len(list(root.rglob("last.ckpt"))) == 1
 
 
 def test_recipe_by_name_and_listing(run_cli, capsys):
@@ -93,3 +131,43 @@ def test_omegaconf_interpolation_in_recipes(run_cli, recipe_path, tmp_path):
     args = ["fit", "--config", recipe, *ONE_STEP, "--trainer.default_root_dir", tmp_path]
     assert run_cli(*args) == 0
     assert "predictor_dim: 192" in (tmp_path / "config.yaml").read_text()
+
+
+def every_command() -> list[str]:
+    from patchworld.cli import COMMANDS
+    from patchworld.plugins import load_plugins
+
+    return ["fit", "validate", "test", "predict", *COMMANDS, *load_plugins().commands]
+
+
+@pytest.mark.parametrize("command", every_command())
+def test_every_command_prints_its_usage_on_help(command, run_cli, capsys):
+    assert run_cli(command, "--help") == 0
+    out = capsys.readouterr().out
+    assert re.match(rf"usage: patchworld (\[options\] )?{command}\b", out.lstrip()), out[:300]
+
+
+GENERATOR_RECIPES = [path for path in TRAINING_RECIPES if path.stem.startswith("sora")]
+
+
+@pytest.mark.parametrize("recipe", GENERATOR_RECIPES, ids=lambda path: path.stem)
+def test_every_task_works_with_its_defaults_on_every_generator_recipe(recipe, make_mp4, tmp_path, vae_checkpoint):
+    """`predict --data Prompts --data.task TASK` with nothing else: the clip the recipe's data carries over
+    (e.g. sora-tiny's 8 frames) and the task's default context (a loop on 8 frames takes 3, not 4)."""
+    from patchworld.cli import PatchworldCLI, resolve_recipe_args
+    from patchworld.plugins import load_plugins
+    from patchworld_plugins.generation import TASKS
+    from patchworld_plugins.prompts import Prompts
+
+    clips = [str(make_mp4(tmp_path / f"clip{i}.mp4", frames=24, seed=i)) for i in range(2)]
+    extra = ["--model.tokenizer.init_args.checkpoint", vae_checkpoint] if loads_a_trained_tokenizer(recipe) else []
+    args = resolve_recipe_args(["--config", str(recipe), *extra, "--trainer.logger", "false", "--data",
+                                "Prompts", "--data.prompts", '["a red circle moves right"]'], load_plugins())
+    cli = PatchworldCLI(args=args, run=False)
+    settings = cli.config.data.init_args.as_dict()
+    assert cli.datamodule.frames == settings["frames"]
+    for task, spec in TASKS.items():
+        condition = clips[: min(spec.files)]
+        batch = next(iter(Prompts(**(settings | {"task": task, "condition": condition})).predict_dataloader()))
+        assert batch["video"].shape[2] == settings["frames"] and batch["task"] == task
+        assert spec.files == (0,) or spec.strength is not None or batch["given"].any(), task

@@ -125,6 +125,31 @@ def test_bad_steps_are_skipped_up_to_max_bad_steps(tmp_path):
         fit(tiny_world(max_bad_steps=2, nan_steps=range(3, 100)), tmp_path)
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_gradients_are_clipped_with_a_fused_optimizer(precision, monkeypatch):
+    """gradient_clip_val works with fused AdamW in bf16-mixed (Lightning refuses that pair for fp16 only) as in
+    fp32: the gradients the optimizer stepped with have at most the clipping norm. bf16 forced on every CPU."""
+    from patchworld.precision import cpu_bf16_is_fast
+
+    monkeypatch.setenv("PATCHWORLD_CPU_BF16", "1")
+    cpu_bf16_is_fast.cache_clear()
+    norms = []
+
+    class StepNorms(pl.Callback):  # after the step, before the next zero_grad: the gradients it used
+        def on_train_batch_end(self, trainer, module, outputs, batch, index):
+            norms.append(float(torch.stack(torch._foreach_norm([p.grad for p in module.parameters()
+                                                                 if p.grad is not None])).norm()))
+
+    world = tiny_world()
+    world.optimizer_factory = lambda groups: torch.optim.AdamW(groups, lr=1e-3, fused=True)
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, precision=precision,
+                         gradient_clip_val=1e-3, callbacks=[StepNorms()])
+    trainer.fit(world, datamodule=SyntheticWorld(frames=4, size=(32, 32), batch_size=2, train_size=64))
+    cpu_bf16_is_fast.cache_clear()
+    assert len(norms) == 3 and max(norms) <= 1e-3 * 1.01, norms
+
+
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_an_interrupted_run_leaves_a_resumable_checkpoint(tmp_path, sent):
     """Stopped before its first validation or checkpoint, the README's main job still leaves last.ckpt."""
