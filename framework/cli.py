@@ -143,6 +143,7 @@ class PatchworldCLI(LightningCLI):
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         kwargs.setdefault("parser_mode", "omegaconf")  # also for the subcommand parsers
+        kwargs.setdefault("prog", "patchworld")  # usage says `patchworld fit`, however the process was started
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -320,6 +321,7 @@ def check_recipe_file(path: Path) -> None:
 
 def show_plugins(registry: Registry, argv: list[str]) -> int:
     """Print every component by kind with the plugin that registered it."""
+    CommandParser(prog="patchworld plugins", description=show_plugins.__doc__).parse_args(argv)  # --help
     for kind in KINDS:
         print(f"{kind}s:")
         for name in registry.names(kind):
@@ -336,6 +338,7 @@ def show_plugins(registry: Registry, argv: list[str]) -> int:
 
 def show_recipes(registry: Registry, argv: list[str]) -> int:
     """Print the recipes shipped by patchworld and by plugins."""
+    CommandParser(prog="patchworld recipes", description=show_recipes.__doc__).parse_args(argv)  # --help
     notes = registry.recipe_notes()  # name clashes: the shipped recipe keeps the name, a plugin's is PLUGIN:NAME
     for name, (path, plugin) in sorted(registry.recipes().items()):
         note = f"  ({notes[name]})" if name in notes else ""

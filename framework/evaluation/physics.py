@@ -359,6 +359,9 @@ def physics_command(argv: list[str]) -> int:
     from ..cli import resolve_recipe_args
     from ..plugins import load_plugins
 
+    if {"-h", "--help"} & set(argv):
+        parser().print_help()
+        return 0
     argv = resolve_recipe_args(argv, load_plugins())
     config_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")), None)
     if config_path is None:
