@@ -79,13 +79,24 @@ TASKS: dict[str, Task] = {
 DEFAULT_MIXTURE = {"t2v": 0.6, "i2v": 0.15, "extend_forward": 0.1, "extend_backward": 0.05, "interpolate": 0.1}
 
 
-def task_frames(task: str, frames: int, context_frames: int = 4) -> list[int]:
-    """The pixel-frame indices a task gives for a `frames`-frame clip."""
+DEFAULT_CONTEXT_FRAMES = 4
+
+
+def context_of(task: str, frames: int, context_frames: int | None) -> int:
+    """The context k a task takes on a `frames`-frame clip: `context_frames`, or by default 4 frames, fewer where
+    the clip must keep some to generate (a loop or a connect on 8 frames: 3)."""
+    if context_frames is not None:
+        return context_frames
+    return max(1, min(DEFAULT_CONTEXT_FRAMES, TASKS[task].max_context(frames)))
+
+
+def task_frames(task: str, frames: int, context_frames: int | None = None) -> list[int]:
+    """The pixel-frame indices a task gives for a `frames`-frame clip (context: `context_of`)."""
     if task not in TASKS:
         raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     if frames < 2 and TASKS[task].given(2, 1):
         raise DataError(f"task {task!r} needs a clip of at least 2 frames, got {frames}")
-    most = TASKS[task].max_context(frames)
+    most, context_frames = TASKS[task].max_context(frames), context_of(task, frames, context_frames)
     if TASKS[task].uses_context and not 1 <= context_frames <= most:
         raise DataError(f"context_frames={context_frames} is out of range for task {task!r} on a {frames}-frame "
                         f"clip: give 1 to {most} (some frames must be left to generate)")
@@ -161,7 +172,8 @@ class GenerativeObjective(Objective):
             does, edit what t2v does).
         predict_task: what to condition on at predict time when the batch does not say (e.g. predicting on
             SyntheticWorld clips: ``i2v`` animates their first frame, ``edit`` re-draws them).
-        context_frames: frames given by the extend, connect and loop tasks.
+        context_frames: frames given by the extend, connect and loop tasks (default: 4, or fewer where the
+            clip must keep some to generate; `context_of`).
         seed: noise seed at predict time (each clip's noise depends on seed and its index).
         progress: show a progress bar while sampling.
         feature_timestep: noise level of the clips whose hidden states `features` returns.
@@ -171,7 +183,7 @@ class GenerativeObjective(Objective):
     trains_on_latents = True  # every step goes through world.latents(batch)
 
     def __init__(self, caption_dropout: float = 0.1, steps: int = 25, guidance: float = 3.0,
-                 mixture: dict[str, float] | None = None, predict_task: str = "t2v", context_frames: int = 4,
+                 mixture: dict[str, float] | None = None, predict_task: str = "t2v", context_frames: int | None = None,
                  seed: int = 0, progress: bool = True, feature_timestep: float = 0.25,
                  feature_depth: int | None = None):
         super().__init__()

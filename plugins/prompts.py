@@ -27,7 +27,7 @@ from patchworld import DataError
 from patchworld.data.video_io import probe_video, read_clip
 from patchworld.interfaces import PromptExpander
 
-from .generation import TASKS, check_frame_indices, check_strength, given_mask, task_frames
+from .generation import TASKS, check_frame_indices, check_strength, context_of, given_mask, task_frames
 
 # Refining a preview is an edit with its own prompt, from noise level 0.3: the preview's layout (the
 # subject's place and colour, decided at high noise) is kept (measured: 20.9 dB and 0.29 px from the preview,
@@ -66,11 +66,12 @@ def read_frames(path: str, indices: list[int], size: tuple[int, int], task: str)
     return clip[:, indices]
 
 
-def read_conditioning(paths: list[str], task: str, frames: int, size: tuple[int, int], context_frames: int,
+def read_conditioning(paths: list[str], task: str, frames: int, size: tuple[int, int], context_frames: int | None,
                       given_frames: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Build the conditioning clip (3, T, H, W) and its given-frame mask (T,) from files: the task's given
     frames filled from the files as its `take` says, or for an edit the whole clip (the video to edit)."""
     height, width = size
+    context_frames = context_of(task, frames, context_frames)
     video = torch.zeros(3, frames, height, width)
     spec = TASKS[task]
     if given_frames is None and spec.files == (0,) and paths:
@@ -137,7 +138,8 @@ class Prompts(pl.LightningDataModule):
             `context_frames` of the second close it); loop (no file: a seamless loop); edit (SDEdit: the
             file's first `frames` frames, noised to `strength`, re-drawn under the prompt).
         condition: the image/video files the task takes.
-        context_frames: frames given by the extend, connect and loop tasks.
+        context_frames: frames given by the extend, connect and loop tasks (default: 4, or fewer where the
+            clip must keep some to generate: 3 for a loop or a connect on 8 frames).
         given_frames: explicit pixel-frame indices to keep from the first condition file (any task).
         strength: edit / refine: the noise level the source is taken to, in (0, 1]: small keeps more of it,
             1 samples from pure noise (default: the edit task's 0.6; `REFINE_STRENGTH`, 0.3, for refine_from).
@@ -154,7 +156,7 @@ class Prompts(pl.LightningDataModule):
 
     def __init__(self, prompts: list[str] | None = None, prompt_file: str | None = None, frames: int = 16,
                  size: tuple[int, int] = (64, 64), task: str = "t2v", condition: list[str] | None = None,
-                 context_frames: int = 4, given_frames: list[int] | None = None, strength: float | None = None,
+                 context_frames: int | None = None, given_frames: list[int] | None = None, strength: float | None = None,
                  refine_from: str | None = None, window: int | None = None, overlap: int | None = None,
                  batch_size: int = 4, expander: PromptExpander | None = None):
         super().__init__()

@@ -201,7 +201,7 @@ def test_bad_repertoire_input(fails, tmp_path):
         f"{one} has 1 frame, too few for task 'connect': it takes 2")
     assert fails("--data.task", "edit", "--data.frames", "8", "--data.condition", f"[{four}]").startswith(
         f"{four} has 4 frames, too few for task 'edit': it takes 8")
-    assert fails("--data.task", "loop", "--data.frames", "8").startswith(
+    assert fails("--data.task", "loop", "--data.frames", "8", "--data.context_frames", "4").startswith(
         "context_frames=4 is out of range for task 'loop' on a 8-frame clip: give 1 to 3")
 
 
