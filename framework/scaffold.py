@@ -1,16 +1,17 @@
 """``patchworld new plugin NAME --kind KIND``: a plugin package that installs, passes its tests and trains.
 
-    patchworld new plugin conv_mixer --kind backbone       # makes ./conv_mixer/ (or under --directory)
-    pip install -e conv_mixer && pytest conv_mixer && patchworld fit --config conv_mixer
+    patchworld new plugin conv-mixer --kind backbone       # makes ./conv-mixer/ (or under --directory)
+    pip install -e conv-mixer && pytest conv-mixer && patchworld fit --config conv-mixer
 
-What it writes (from the files in ``framework/templates/``; KIND is backbone, tokenizer, objective,
-decoder, conditioner or datamodule, CLASS the name in CamelCase):
+NAME is a distribution name as PyPI writes them (conv-mixer, or conv_mixer); its import name PACKAGE has
+underscores for hyphens (conv_mixer). What it writes (from the files in ``framework/templates/``; KIND is
+backbone, tokenizer, objective, decoder, conditioner or datamodule, CLASS the name in CamelCase):
 
-    NAME/pyproject.toml                 the `patchworld` entry point NAME = "NAME", the recipe as package data
-    NAME/NAME/__init__.py               the hooks: the component and the recipe folder
-    NAME/NAME/KIND.py                   the component CLASS: a working example, docstring and shapes commented
-    NAME/NAME/recipes/NAME.yaml         a recipe that trains it on a laptop CPU in minutes
-    NAME/tests/test_NAME.py             patchworld.testing's conformance check; the recipe trains and predicts
+    NAME/pyproject.toml                 distribution NAME, the `patchworld` entry point PACKAGE = "PACKAGE", the recipe as package data
+    NAME/PACKAGE/__init__.py            the hooks: the component and the recipe folder
+    NAME/PACKAGE/KIND.py                the component CLASS: a working example, docstring and shapes commented
+    NAME/PACKAGE/recipes/NAME.yaml      a recipe that trains it on a laptop CPU in minutes
+    NAME/tests/test_PACKAGE.py          patchworld.testing's conformance check; the recipe trains and predicts
     NAME/README.md
 
 The package is written in a temporary folder and moved into place whole, so a failure leaves nothing.
@@ -62,20 +63,27 @@ SCAFFOLDS: dict[str, Kind] = {
 TEMPLATES = files("patchworld") / "templates"
 
 
+def package_name(name: str) -> str:
+    """The import name of the distribution `name`: conv-mixer -> conv_mixer."""
+    return name.replace("-", "_")
+
+
 def class_name(name: str) -> str:
-    """conv_mixer -> ConvMixer."""
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+    """conv-mixer or conv_mixer -> ConvMixer."""
+    return "".join(part[:1].upper() + part[1:] for part in package_name(name).split("_"))
 
 
 def check_name(name: str, target: Path, registry: Registry, kind: str) -> None:
     """Refuse, in one line, a name that cannot be a new plugin package at `target`."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name):
-        raise PatchworldError(f"plugin name {name!r} is not a valid Python package name: use lowercase letters, "
-                              f"digits and underscores, starting with a letter (e.g. conv_mixer)")
+    package = package_name(name)
+    if not re.fullmatch(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*", name) or keyword.iskeyword(package):
+        raise PatchworldError(f"plugin name {name!r} is not a valid package name: use lowercase letters, digits, "
+                              f"hyphens and underscores, starting with a letter (e.g. conv-mixer; its import name "
+                              f"is conv_mixer)")
     if target.exists():
         raise PatchworldError(f"{target} already exists; choose another name or --directory")
-    if importlib.util.find_spec(name) is not None:
-        raise PatchworldError(f"plugin name {name!r} is taken: a module of that name is already importable; "
+    if importlib.util.find_spec(package) is not None:
+        raise PatchworldError(f"plugin name {name!r} is taken: a module {package!r} is already importable; "
                               f"choose another name")
     cls = class_name(name)
     if cls in registry.components[kind]:
@@ -92,19 +100,19 @@ def scaffold(name: str, kind: str, directory: Path, registry: Registry) -> Path:
     """Write the plugin package `name` with one component of `kind` under `directory`; returns its folder."""
     target = Path(directory) / name
     check_name(name, target, registry, kind)
-    cls, scaffold_kind = class_name(name), SCAFFOLDS[kind]
-    values = {"name": name, "kind": kind, "Class": cls, "distribution": name.replace("_", "-"),
+    cls, scaffold_kind, package = class_name(name), SCAFFOLDS[kind], package_name(name)
+    values = {"name": name, "package": package, "kind": kind, "Class": cls, "distribution": name.replace("_", "-"),
               "hook": KINDS[kind][1], "key": scaffold_kind.key, "contract": scaffold_kind.contract,
               "summary": Template(scaffold_kind.summary).substitute(Class=cls), "predicts": scaffold_kind.predicts}
     example = f"My{KINDS[kind][0].__name__.removeprefix('Lightning')}"  # the templates' class: MyBackbone, ...
     sources = {
         "pyproject.toml": render("pyproject.toml.template", **values),
         "README.md": render("README.md.template", **values),
-        f"{name}/__init__.py": render("__init__.py.template", **values),
-        f"{name}/{kind}.py": re.sub(rf"\b{example}\b", cls, (TEMPLATES / f"{kind}.py").read_text()),
-        f"{name}/recipes/{name}.yaml": render("recipe.yaml.template", **values,
-                                              parts=render(f"{kind}.yaml.template", **values)),
-        f"tests/test_{name}.py": render("test.py.template", **values),
+        f"{package}/__init__.py": render("__init__.py.template", **values),
+        f"{package}/{kind}.py": re.sub(rf"\b{example}\b", cls, (TEMPLATES / f"{kind}.py").read_text()),
+        f"{package}/recipes/{name}.yaml": render("recipe.yaml.template", **values,
+                                                 parts=render(f"{kind}.yaml.template", **values)),
+        f"tests/test_{package}.py": render("test.py.template", **values),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
@@ -123,12 +131,13 @@ def new_command(registry: Registry, argv: list[str]) -> int:
     """Scaffold a plugin package: patchworld new plugin NAME --kind KIND [--directory DIR]."""
     parser = CommandParser(prog="patchworld new", description=new_command.__doc__)
     parser.add_argument("what", type=Literal["plugin"], help="what to make")
-    parser.add_argument("name", type=str, help="the package (and plugin) name, e.g. conv_mixer")
+    parser.add_argument("name", type=str, help="the distribution (and recipe) name, e.g. conv-mixer; its import "
+                                               "name has underscores for hyphens (conv_mixer)")
     parser.add_argument("--kind", type=Literal[tuple(SCAFFOLDS)], default="backbone",
                         help="the kind of component the package starts with")
     parser.add_argument("--directory", type=str, default=".", help="where to make the package folder")
     args = parser.parse_args(argv)
     target = scaffold(args.name, args.kind, Path(args.directory), registry)
-    print(f"created the {args.kind} plugin {target}/ ({class_name(args.name)} in {args.name}/{args.kind}.py)\n"
+    print(f"created the {args.kind} plugin {target}/ ({class_name(args.name)} in {package_name(args.name)}/{args.kind}.py)\n"
           f"next:  pip install -e {target} && pytest {target} && patchworld fit --config {args.name}")
     return 0

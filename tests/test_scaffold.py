@@ -15,12 +15,13 @@ from patchworld.scaffold import SCAFFOLDS
 
 def test_a_new_backbone_plugin_installs_passes_its_own_tests_and_trains(run_cli, tmp_path, capsys):
     """The issue's acceptance: make it, pip-install it, run its tests, train it from its recipe by name."""
-    assert run_cli("new", "plugin", "conv_mixer", "--kind", "backbone") == 0
-    assert "next:  pip install -e conv_mixer" in capsys.readouterr().out
-    package = tmp_path / "conv_mixer"
+    assert run_cli("new", "plugin", "conv-mixer", "--kind", "backbone") == 0  # a hyphenated distribution name
+    assert "next:  pip install -e conv-mixer" in capsys.readouterr().out
+    package = tmp_path / "conv-mixer"
     assert sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file()) == [
-        "README.md", "conv_mixer/__init__.py", "conv_mixer/backbone.py", "conv_mixer/recipes/conv_mixer.yaml",
+        "README.md", "conv_mixer/__init__.py", "conv_mixer/backbone.py", "conv_mixer/recipes/conv-mixer.yaml",
         "pyproject.toml", "tests/test_conv_mixer.py"]
+    assert 'name = "conv-mixer"' in (package / "pyproject.toml").read_text()
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(package)], check=True)
@@ -28,12 +29,12 @@ def test_a_new_backbone_plugin_installs_passes_its_own_tests_and_trains(run_cli,
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)], env=env,
                            cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout[-3000:]
-    fit = subprocess.run([sys.executable, "-m", "patchworld.cli", "fit", "--config", "conv_mixer",  # by name, beside
+    fit = subprocess.run([sys.executable, "-m", "patchworld.cli", "fit", "--config", "conv-mixer",  # by name, beside
                           "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false"],  # its own folder
                          env=env, cwd=tmp_path, capture_output=True, text=True)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "`Trainer.fit` stopped: `max_steps=3` reached" in fit.stderr + fit.stdout
-    assert list((tmp_path / "runs" / "conv_mixer").rglob("last.ckpt"))
+    assert list((tmp_path / "runs" / "conv-mixer").rglob("last.ckpt"))
 
 
 @pytest.mark.parametrize("kind", sorted(set(SCAFFOLDS) - {"backbone"}))
@@ -58,10 +59,13 @@ def test_every_kind_makes_a_plugin_whose_own_tests_pass(kind, run_cli, tmp_path,
 
 
 @pytest.mark.parametrize("args,error", [
-    (["plugin", "Conv-Mixer"], "plugin name 'Conv-Mixer' is not a valid Python package name: use lowercase letters, "
-                               "digits and underscores, starting with a letter (e.g. conv_mixer)"),
-    (["plugin", "class"], "plugin name 'class' is not a valid Python package name"),
-    (["plugin", "torch"], "plugin name 'torch' is taken: a module of that name is already importable"),
+    (["plugin", "Conv-Mixer"], "plugin name 'Conv-Mixer' is not a valid package name: use lowercase letters, digits, "
+                               "hyphens and underscores, starting with a letter (e.g. conv-mixer; its import name is "
+                               "conv_mixer)"),
+    (["plugin", "conv--mixer"], "plugin name 'conv--mixer' is not a valid package name"),
+    (["plugin", "class"], "plugin name 'class' is not a valid package name"),
+    (["plugin", "torch"], "plugin name 'torch' is taken: a module 'torch' is already importable"),
+    (["plugin", "pytorch-lightning"], "plugin name 'pytorch-lightning' is taken: a module 'pytorch_lightning' is"),
     (["plugin", "vi_t"], "plugin name 'vi_t' would define the backbone ViT, which plugin 'patchworld_plugins' "
                          "already registers; choose another name"),
     (["plugin", "taken"], "taken already exists; choose another name or --directory"),
