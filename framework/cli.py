@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from jsonargparse._typehints import ActionTypeHint
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import Callback, Timer
+from pytorch_lightning.callbacks import Callback, RichProgressBar, Timer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .checkpoints import check_fits, find_last, load_checkpoint
@@ -42,6 +42,12 @@ from .precision import trainer_precision
 
 # Lightning's advice about loggers is noise before every command's output
 warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
+# and so is what nobody running patchworld can act on: Lightning calling an API newer torch deprecates, its model
+# summary not sizing bf16 weights, and (loading a checkpoint into a new run's folder, as every predict and resume
+# does) its checkpoint callback noting that the folder changed
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+warnings.filterwarnings("ignore", message=r"Precision bf16-\w+ is not supported by the model summary")
+warnings.filterwarnings("ignore", message="The dirpath has changed from")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
 
 #: recipe key -> component kind, for error messages that list the valid names
@@ -177,6 +183,9 @@ class PatchworldCLI(LightningCLI):
             callback.save_last, callback.save_on_exception = True, True
         if callback is not None and callback.save_last:
             trainer.callbacks.append(LastAtTheEnd())
+        bar = trainer.progress_bar_callback
+        if type(bar) is RichProgressBar:  # Lightning's default bar, not one the recipe configured
+            trainer.callbacks[trainer.callbacks.index(bar)] = StepsProgressBar()
         return trainer
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
@@ -209,6 +218,19 @@ class PatchworldCLI(LightningCLI):
             print(shortfall, file=sys.stderr)
 
 
+class StepsProgressBar(RichProgressBar):
+    """Lightning's progress bar, also showing the optimizer steps done of the planned ones ("step 523/600"): a
+    recipe plans steps, not epochs. Lightning's own bar would read "Epoch 1/-2" when no max_epochs is set."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        steps = f"{trainer.global_step}/{trainer.max_steps}" if trainer.max_steps > 0 else trainer.global_step
+        return {"step": steps, **super().get_metrics(trainer, pl_module)}
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        return description.replace(f"Epoch {current_epoch}/-2", f"Epoch {current_epoch}")  # no epoch limit
+
+
 class LastAtTheEnd(Callback):
     """Save `last.ckpt` when training ends after steps no checkpoint holds yet. Lightning's checkpoint callback
     saves it at the end only if it never saved one, so a run stopped by `max_time` between two periodic
@@ -225,7 +247,7 @@ class LastAtTheEnd(Callback):
         if trainer.global_step > 0 and self.saved_step != trainer.global_step:
             path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
             callback.last_model_path = str(path)
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=callback.save_weights_only)
 
 
 def cut_short(trainer) -> str | None:

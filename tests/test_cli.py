@@ -1,5 +1,8 @@
 """The patchworld command: every shipped recipe runs, recipes by name, errors for people, re-runs."""
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,22 @@ def test_every_task_works_with_its_defaults_on_every_generator_recipe(recipe, ma
         batch = next(iter(Prompts(**(settings | {"task": task, "condition": condition})).predict_dataloader()))
         assert batch["video"].shape[2] == settings["frames"] and batch["task"] == task
         assert spec.files == (0,) or spec.strength is not None or batch["given"].any(), task
+
+
+def test_fit_and_predict_print_no_warning_a_user_cannot_act_on(tmp_path):
+    """A shipped recipe's fit and predict, run as a user runs them: no Python warning (Lightning's deprecations,
+    its save-time `weights_only` note, the changed checkpoint folder, the batch sampler at predict) and a
+    progress bar that counts the recipe's steps (Lightning's read "Epoch 1/-2")."""
+    tiny = ["--model.backbone.init_args.depth", "1", "--model.backbone.init_args.dim", "32", "--model.backbone.init_args.heads",
+            "2", "--data.init_args.batch_size", "2", "--data.init_args.size", "[32, 32]", "--data.init_args.frames", "4",
+            "--data.init_args.train_size", "6", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
+            "--data.init_args.predict_size", "2"]
+    env = {**os.environ, "COLUMNS": "200"}
+    runs = [subprocess.run([sys.executable, "-m", "patchworld.cli", command, "--config", "videomae-tiny", *tiny, *extra],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+            for command, extra in (("fit", ["--trainer.max_steps", "5"]), ("predict", ["--ckpt_path", "last"]))]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+        noise = [line for line in run.stderr.splitlines() if re.search(r"\.py:\d+: |[Ww]arning|weights_only", line)]
+        assert not noise, noise
+    assert "/-2" not in runs[0].stdout and re.search(r"step: 5/5", runs[0].stdout), runs[0].stdout[-1000:]

@@ -8,6 +8,7 @@ in checkpoints and a resumed run continues with the next batch (skipped batches 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -15,6 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import ComponentError
+
+# Lightning cannot tell that a batch sampler of its own kind returns every index at predict time; this one does
+# (it never drops a batch: the last one is smaller, or topped up across ranks)
+warnings.filterwarnings("ignore", message="You are using a custom batch sampler `BucketBatchSampler` for prediction")
 
 
 def distributed_rank_and_size() -> tuple[int, int]:
