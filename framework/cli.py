@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from jsonargparse._typehints import ActionTypeHint
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.callbacks import Callback, RichProgressBar, Timer
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar, Timer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .checkpoints import check_fits, find_last, load_checkpoint
@@ -176,8 +176,11 @@ class PatchworldCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """Lightning's trainer; its default checkpoint callback also keeps `checkpoints/last.ckpt` and saves
-        one when training is interrupted (Ctrl-C, SIGTERM, an error), so a run can always be resumed."""
+        one when training is interrupted (Ctrl-C, SIGTERM, an error), so a run can always be resumed; a
+        `fast_dev_run` saves no checkpoint at all (Lightning's callback would still save `last.ckpt`)."""
         trainer = super().instantiate_trainer(**kwargs)
+        if trainer.fast_dev_run:  # a smoke test saves nothing, so it never becomes the model `--ckpt_path last` finds
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
         callback = trainer.checkpoint_callback
         if callback is not None and callback.save_last is None:  # not configured by the recipe
             callback.save_last, callback.save_on_exception = True, True

@@ -205,6 +205,17 @@ def test_ckpt_path_last_is_the_newest_run(run_cli, tmp_path, capsys):
     assert load_checkpoint(find_last(tmp_path / "run"))["global_step"] == 3
 
 
+def test_a_fast_dev_run_leaves_no_checkpoint_for_ckpt_path_last(run_cli, tmp_path):
+    recipe = str(RECIPES / "videomae-tiny.yaml")
+    assert run_cli("fit", "--config", recipe, *MAE_TINY, "--trainer.max_steps", "2", "--trainer.default_root_dir", "run") == 0
+    real = find_last(tmp_path / "run")
+    for root in ("run", "smoke"):  # beside the real run, and alone
+        assert run_cli("fit", "--config", recipe, *MAE_TINY, "--trainer.fast_dev_run", "true",
+                       "--trainer.default_root_dir", root) == 0
+    assert find_last(tmp_path / "run") == real and load_checkpoint(real)["global_step"] == 2
+    assert not list((tmp_path / "smoke").rglob("*.ckpt"))
+
+
 def test_a_run_cut_short_says_so(run_cli, tmp_path, capsys):
     assert run_cli("fit", "--config", str(RECIPES / "videomae-tiny.yaml"), *MAE_TINY, "--trainer.max_steps", "10",
                    "--trainer.max_epochs", "1", "--data.init_args.train_size", "6", "--trainer.default_root_dir",
