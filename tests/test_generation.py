@@ -89,6 +89,7 @@ def test_flow_shift_depends_on_tokens():
 
 
 # ---- DiT ----------------------------------------------------------------------------------------
+STEPS_TO_FOLLOW = 600
 def tiny_world(objective=None, tokenizer=None, **dit) -> WorldModel:
     torch.manual_seed(0)
     options = {"dim": 48, "depth": 2, "heads": 2, "patch_size": (1, 4, 4)} | dit
@@ -96,9 +97,10 @@ def tiny_world(objective=None, tokenizer=None, **dit) -> WorldModel:
                       TinyTextEncoder(dim=32, depth=1, heads=2))
 
 
-@pytest.mark.parametrize("factorized", [False, True])
-def test_dit_any_grid(factorized):
-    world = tiny_world(factorized=factorized).eval()
+@pytest.mark.parametrize("options", [{}, {"factorized": True}, {"text_attention": "joint"}],
+                         ids=["full", "factorized", "joint-text"])
+def test_dit_any_grid(options):
+    world = tiny_world(**options).eval()
     context, mask = world.conditioner(["a red circle", ""])
     for t, h, w in [(1, 8, 8), (3, 8, 12), (2, 16, 4)]:
         latents = torch.randn(2, 3, t, h, w)
@@ -108,6 +110,28 @@ def test_dit_any_grid(factorized):
         assert out.shape == (2, t * (h // 4) * (w // 4), 3 * 16)
         features = world.backbone(tokens, positions, torch.rand(2), context, mask, depth=1)
         assert features.shape == (2, tokens.shape[1], 48)
+
+
+def test_joint_text_attention_reads_the_caption_and_not_its_padding():
+    """text_attention="joint": the caption's tokens are keys and values of every self-attention, in place of the
+    cross-attention sub-layers; its padding is masked out."""
+    world = tiny_world(text_attention="joint").eval()
+    assert all(block.cross_attn is None for block in world.backbone.blocks)
+    assert sum(p.numel() for p in world.parameters()) < sum(p.numel() for p in tiny_world().parameters())
+    for parameter in world.backbone.parameters():  # past adaLN-Zero's identity start, so the blocks do something
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    tokens, positions = world.backbone.embed(torch.randn(2, 3, 2, 8, 8))
+    times = torch.rand(2)
+    context, mask = world.conditioner(["a red circle moves left", "a blue square"])  # the second one is padded
+    assert not mask[1].all()
+    features = world.backbone(tokens, positions, times, context, mask)
+    other, _ = world.conditioner(["a blue square moves up", "a blue square"])
+    assert not torch.allclose(world.backbone(tokens, positions, times, other, mask)[0], features[0])  # caption read
+    padded = context.clone()
+    padded[1, ~mask[1]] = 100.0  # what the mask hides
+    assert torch.allclose(world.backbone(tokens, positions, times, padded, mask), features, atol=1e-5)
+    with pytest.raises(ComponentError, match="text_attention 'joint' needs full 3D attention"):
+        DiT(dim=32, depth=1, heads=2, factorized=True, text_attention="joint")
 
 
 def test_dit_starts_as_zero_and_checkpointing_matches():
@@ -147,6 +171,31 @@ def test_tiny_dit_overfits_one_captioned_clip():
     video = objective.generate(world, clip["caption"], clip["video"], steps=20, guidance=1.0)
     mse = (video - clip["video"]).pow(2).mean().item()
     assert mse < 0.03, f"regenerated clip MSE {mse:.4f} (clip variance {clip['video'].var().item():.3f})"
+
+
+@pytest.mark.parametrize("text_attention", ["cross", "joint"])
+def test_tiny_dit_follows_the_caption(text_attention):
+    """Trained on two clips with their captions, the model regenerates each clip from its own caption: each
+    sample is nearer its caption's clip than the other clip, with either way the caption reaches the video
+    (measured, MSE to own / other clip: at 200 steps both samples resemble the first clip in both modes; at 600
+    cross 0.033 / 0.097 and 0.011 / 0.099, joint 0.010 / 0.107 and 0.011 / 0.096)."""
+    clips = SyntheticClips(2, "train", 2, (16, 16), max_objects=1, gravity_prob=0, seed=3)
+    pair = collate([clips[0], clips[1]])
+    assert pair["caption"][0] != pair["caption"][1]
+    objective = Flow(caption_dropout=0.0, mixture={"t2v": 1.0}, progress=False)
+    world = tiny_world(objective, dim=64, text_attention=text_attention)
+    optimizer = torch.optim.AdamW(world.parameters(), lr=3e-3, weight_decay=0.0)
+    batch = {"video": pair["video"].repeat(4, 1, 1, 1, 1), "caption": pair["caption"] * 4}
+    world.train()
+    for _ in range(STEPS_TO_FOLLOW):
+        loss = objective.training_step(world, batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    world.eval()
+    video = objective.generate(world, pair["caption"], pair["video"], steps=20, guidance=1.0)  # (2, 3, T, H, W)
+    errors = (video[:, None] - pair["video"][None]).pow(2).mean(dim=(2, 3, 4, 5))  # (sample, clip)
+    assert errors[0, 0] < errors[0, 1] and errors[1, 1] < errors[1, 0], errors
 
 
 def test_guidance_encodes_the_captions_once_and_calls_the_network_once_per_step(monkeypatch):
