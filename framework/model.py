@@ -21,6 +21,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.utilities import GradClipAlgorithmType
 
 from .contracts import check_parts, check_pixels_or_latents, check_step_output
+from .errors import PatchworldError
 from .guard import NonFiniteGuard
 from .interfaces import Adapter, Backbone, Conditioner, Decoder, Objective, Tokenizer
 from .writer import DecoderWriter
@@ -256,12 +257,17 @@ class WorldModel(pl.LightningModule):
         """Lightning's clipping, which also works with a fused optimizer in bf16-mixed. Lightning refuses that
         pair for every mixed precision because a fused optimizer unscales fp16's scaled gradients inside its
         step, too late to clip them; bf16 gradients are never scaled, so they are clipped as they are (with
-        fp16 and a gradient scaler, Lightning's refusal stands)."""
+        fp16's gradient scaler and a fused optimizer, a one-line error says what to change)."""
         plugin = self.trainer.precision_plugin
-        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
-            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
-            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # skips the fp16-only check
-            return
+        if gradient_clip_val and isinstance(plugin, MixedPrecision):
+            if plugin.scaler is not None and optimizer.defaults.get("fused"):
+                raise PatchworldError(f"trainer.gradient_clip_val {gradient_clip_val} cannot clip the scaled gradients "
+                                      f"of {plugin.precision} with a fused optimizer, which unscales them inside its "
+                                      f"step: use --trainer.precision bf16-mixed, or --model.optimizer.init_args.fused false")
+            if plugin.scaler is None:
+                algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+                Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # skips the fp16-only check
+                return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_callbacks(self):

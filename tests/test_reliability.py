@@ -15,8 +15,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.precision import MixedPrecision
 
-from patchworld import WorldModel
+from patchworld import PatchworldError, WorldModel
 from patchworld.checkpoints import find_last, load_checkpoint
 from patchworld.data import SyntheticWorld
 from patchworld.guard import NonFiniteError
@@ -126,13 +127,10 @@ def test_bad_steps_are_skipped_up_to_max_bad_steps(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
-def test_gradients_are_clipped_with_a_fused_optimizer(precision, monkeypatch):
+def test_gradients_are_clipped_with_a_fused_optimizer(precision):
     """gradient_clip_val works with fused AdamW in bf16-mixed (Lightning refuses that pair for fp16 only) as in
-    fp32: the gradients the optimizer stepped with have at most the clipping norm. bf16 forced on every CPU."""
-    from patchworld.precision import cpu_bf16_is_fast
-
-    monkeypatch.setenv("PATCHWORLD_CPU_BF16", "1")
-    cpu_bf16_is_fast.cache_clear()
+    fp32: the gradients the optimizer stepped with have at most the clipping norm. The Trainer gets bf16-mixed
+    itself, so it runs on every CPU (emulated where bf16 is not native)."""
     norms = []
 
     class StepNorms(pl.Callback):  # after the step, before the next zero_grad: the gradients it used
@@ -146,8 +144,20 @@ def test_gradients_are_clipped_with_a_fused_optimizer(precision, monkeypatch):
                          enable_checkpointing=False, enable_model_summary=False, precision=precision,
                          gradient_clip_val=1e-3, callbacks=[StepNorms()])
     trainer.fit(world, datamodule=SyntheticWorld(frames=4, size=(32, 32), batch_size=2, train_size=64))
-    cpu_bf16_is_fast.cache_clear()
     assert len(norms) == 3 and max(norms) <= 1e-3 * 1.01, norms
+
+
+def test_fp16_clipping_with_a_fused_optimizer_says_what_to_change():
+    """fp16's scaled gradients cannot be clipped before a fused optimizer unscales them (GPUs; on a CPU
+    Lightning turns 16-mixed into bf16-mixed, so the test builds fp16 with its gradient scaler itself)."""
+    world = tiny_world()
+    world.optimizer_factory = lambda groups: torch.optim.AdamW(groups, lr=1e-3, fused=True)
+    fp16 = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, plugins=[fp16], gradient_clip_val=1.0)
+    with pytest.raises(PatchworldError, match=r"^trainer.gradient_clip_val 1.0 cannot clip the scaled gradients of "
+                                              r"16-mixed with a fused optimizer.*--model.optimizer.init_args.fused false$"):
+        trainer.fit(world, datamodule=SyntheticWorld(frames=4, size=(32, 32), batch_size=2, train_size=64))
 
 
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
