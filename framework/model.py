@@ -18,8 +18,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import GradClipAlgorithmType
 
+from .averaging import EMA
 from .contracts import check_parts, check_pixels_or_latents, check_step_output
 from .errors import PatchworldError
 from .guard import NonFiniteGuard
@@ -71,6 +73,9 @@ class WorldModel(pl.LightningModule):
             (`NonFiniteGuard`). Weights and checkpoints never become non-finite either way.
         adapter: fine-tune only a few added weights on a trained base, the rest frozen (e.g. ``LoRA``:
             ``--model.adapter LoRA --model.adapter.rank 8 --model.adapter.base BASE.ckpt``); docs/data.md.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999, warmed up; `patchworld.averaging`)
+            that validation uses and checkpoints hold as the model's weights, so predict and every evaluation
+            use it; the raw weights are kept in the checkpoint for resuming. None: no average.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class WorldModel(pl.LightningModule):
         weight_decay_end: float | None = None,
         max_bad_steps: int = 0,
         adapter: Adapter | None = None,
+        ema: float | None = None,
     ):
         super().__init__()
         with warnings.catch_warnings():
@@ -104,6 +110,7 @@ class WorldModel(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps, self.min_lr_ratio, self.weight_decay_end = warmup_steps, min_lr_ratio, weight_decay_end
         self.guard = NonFiniteGuard(max_bad_steps)
+        self.ema = EMA(ema) if ema is not None else None
         # the run seed every objective's draws are keyed on (patchworld.randomness): the recipe's
         # seed_everything, which Lightning's CLI applies before it builds the model; kept in checkpoints
         self.seed = torch.initial_seed()
@@ -272,6 +279,8 @@ class WorldModel(pl.LightningModule):
 
     def configure_callbacks(self):
         callbacks = [self.guard, *self.objective.callbacks(), *(self.adapter.callbacks() if self.adapter else [])]
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        callbacks += [self.ema] if self.ema is not None and fitting else []  # elsewhere the checkpoint holds it
         if self.decoder is not None:
             callbacks.append(DecoderWriter(self.decoder))
         return callbacks
