@@ -1,10 +1,12 @@
 """What the benchmark scripts share: device sync, the matmul peak they compute MFU against, FLOPs of a step,
-interleaved timing of two contenders, and the memory a step holds. Imported by the scripts next to it
+interleaved timing of two contenders, the memory a step holds, and the casts and copies a step makes. Imported by the scripts next to it
 (`python benchmarks/<name>.py` puts this folder on the path); nothing here asserts a speed."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from collections import Counter
 from contextlib import contextmanager
 from typing import Callable
 
@@ -98,3 +100,26 @@ def held_memory(device: str | torch.device):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield box
     box[0] = sum(storages.values()) / 2**20
+
+
+def casts_and_copies(step: Callable[[], None]) -> dict[str, float]:
+    """What one call of `step` moves without computing, from torch's profiler (after one warm-up call): dtype
+    casts (``aten::_to_copy``: calls and million elements), other copies (``aten::copy_`` not inside a cast:
+    calls and million elements), and the aten operators it calls from Python or autograd (top-level). Counts
+    are the same on every CPU, so a CPU whose bf16 is emulated can still tell which code casts less."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        step()
+    counts = Counter()
+    for event in profiler.events():
+        shape = event.input_shapes[0] if event.input_shapes and event.input_shapes[0] else []
+        parent = event.cpu_parent.name if event.cpu_parent is not None else None
+        if event.name == "aten::_to_copy":
+            counts["casts"], counts["cast Melem"] = counts["casts"] + 1, counts["cast Melem"] + math.prod(shape) / 1e6
+        elif event.name == "aten::copy_" and parent != "aten::_to_copy":
+            counts["copies"], counts["copy Melem"] = counts["copies"] + 1, counts["copy Melem"] + math.prod(shape) / 1e6
+        if event.name.startswith("aten::") and (parent is None or not parent.startswith("aten::")):
+            counts["ops"] += 1
+    return dict(counts)

@@ -3,6 +3,8 @@ training step against diffusers' CogVideoX 3D transformer, and a ViT + V-JEPA st
 
     pip install -e ".[bench]"                     # diffusers and pyjepa
     python benchmarks/peers.py [--pairs dit vjepa] [--precisions fp32 bf16] [--rounds 6] [--device cpu]
+    python benchmarks/peers.py --pairs dit --precisions bf16 --profile   # casts and copies per step, no timing
+    python benchmarks/peers.py --pairs dit --text_attention joint --cpu_attention fused   # patchworld's options
 
 One step = forward + loss + backward + AdamW (+ the EMA target update for V-JEPA) on a batch already in
 memory. Each pair runs in interleaved rounds (A,B, B,A, ...). The table gives each contender's median seconds
@@ -50,7 +52,14 @@ ViT + V-JEPA (patchworld) vs VJEPA (pyjepa):
 
 bf16 rows run real bf16 autocast around the forward and loss, like Lightning's bf16-mixed, even on CPUs
 without native bf16, where patchworld's `fit` falls back to fp32 (framework/precision.py): there bf16 is
-emulated and slow for both, so those rows compare the two codes, not a speed to expect.
+emulated and slow for both, so those rows compare the two codes, not a speed to expect. What such a CPU can
+still compare is `--profile`: per step, the dtype casts and other copies each side makes (calls and elements,
+from torch's profiler), its aten operators and its FLOPs; those counts are the same on every CPU.
+
+patchworld's side takes two of its options: `--text_attention` (the DiT's cross-attention to the caption, the
+recipes' choice, or joint text attention: the caption's tokens as extra keys and values, as CogVideoX does)
+and `--cpu_attention` (bf16 training attention on a CPU through the math SDPA backend, patchworld's default,
+which computes in fp32, or PyTorch's fused kernel, which stays in bf16, as the peers do).
 """
 from __future__ import annotations
 
@@ -66,10 +75,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from measure import held_memory, interleaved, matmul_peak, paired_ratios, step_flops, timed
+from measure import casts_and_copies, held_memory, interleaved, matmul_peak, paired_ratios, step_flops, timed
 from patchworld import Conditioner, WorldModel
 from patchworld.model import parameter_groups
-from patchworld_plugins import DiT, Flow, Pixels, ViT, VJEPA
+from patchworld_plugins import DiT, Flow, Pixels, ViT, VJEPA, vit
 
 #: AdamW implementations (`--adamw`); both sides of each pair use the same one, `OPTIMIZER` (set by main)
 ADAMW = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
@@ -77,7 +86,8 @@ OPTIMIZER = dict(ADAMW["fused"])
 
 # DiT pair: (B, 3, T, H, W) clips, 2x4x4 patches -> (T/2)(H/4)(W/4) = 512 tokens
 DIT = {"batch": 8, "frames": 16, "size": 32, "patch": (2, 4, 4), "dim": 256, "heads": 4, "depth": 6,
-       "mlp_ratio": 4.0, "text_tokens": 16, "text_dim": 64, "lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.99)}
+       "mlp_ratio": 4.0, "text_tokens": 16, "text_dim": 64, "lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.99),
+       "text_attention": "cross"}
 # V-JEPA pair: 16x64x64 clips, 2x8x8 tubelets -> 8*8*8 = 512 tokens
 VJEPA_CONFIG = {"batch": 8, "frames": 16, "size": 64, "patch": (2, 8, 8), "dim": 192, "depth": 12, "heads": 3,
                 "predictor_dim": 96, "predictor_depth": 6, "momentum": 0.998, "lr": 1e-4, "weight_decay": 0.04}
@@ -144,7 +154,8 @@ def dit_inputs(device: str) -> dict:
 def patchworld_dit(inputs: dict, autocast: torch.autocast) -> Contender:
     c = DIT
     torch.manual_seed(0)
-    backbone = DiT(dim=c["dim"], depth=c["depth"], heads=c["heads"], mlp_ratio=c["mlp_ratio"], patch_size=c["patch"])
+    backbone = DiT(dim=c["dim"], depth=c["depth"], heads=c["heads"], mlp_ratio=c["mlp_ratio"], patch_size=c["patch"],
+                   text_attention=c["text_attention"])
     objective = Flow(caption_dropout=0.0, mixture={"t2v": 1.0}, progress=False)
     world = WorldModel(Pixels(), objective, backbone, FixedText(inputs["text"])).to(inputs["video"].device).train()
     batch = {"video": inputs["video"], "caption": [""] * c["batch"]}
@@ -264,6 +275,25 @@ def missing_peers(pairs: list[str]) -> dict[str, str]:
     return {pair: PEERS[pair] for pair in pairs if importlib.util.find_spec(PEERS[pair]) is None}
 
 
+def profile(pairs: list[str], precisions: list[str], device: str, options: str) -> int:
+    """The --profile table: per pair, precision and contender, what one step casts and copies (`casts_and_copies`)
+    and its FLOPs."""
+    print(f"patchworld vs peers, one training step under torch's profiler on {device_name(device)}, torch "
+          f"{torch.__version__}; {options}")
+    print(f"\n{'pair':<6} {'prec':<5} {'contender':<20} {'params':>7} {'GFLOP/step':>10} {'casts':>6} {'cast Melem':>10} "
+          f"{'copies':>6} {'copy Melem':>10} {'aten ops':>8}")
+    for pair in pairs:
+        for precision in precisions:
+            autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+            for contender in build_pair(pair, device, autocast)[:2]:
+                moved = casts_and_copies(contender.step)
+                print(f"{pair:<6} {precision:<5} {contender.name:<20} {contender.parameters / 1e6:>6.2f}M "
+                      f"{step_flops(contender.step) / 1e9:>10.1f} {moved.get('casts', 0):>6} "
+                      f"{moved.get('cast Melem', 0):>10.1f} {moved.get('copies', 0):>6} {moved.get('copy Melem', 0):>10.1f} "
+                      f"{moved.get('ops', 0):>8}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", nargs="+", default=list(PEERS), choices=list(PEERS))
@@ -271,9 +301,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per pair and precision")
     parser.add_argument("--adamw", default="fused", choices=list(ADAMW), help="AdamW implementation of both sides")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--text_attention", default="cross", choices=["cross", "joint"],
+                        help="patchworld DiT's text attention (recipes: cross)")
+    parser.add_argument("--cpu_attention", default="math", choices=["math", "fused"],
+                        help="patchworld's bf16 training attention on a CPU: the math SDPA backend (default) or the fused kernel")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: casts, copies, operators and FLOPs of one step of each contender")
     args = parser.parse_args()
     OPTIMIZER.clear()
     OPTIMIZER.update(ADAMW[args.adamw])
+    DIT["text_attention"] = args.text_attention
+    if args.cpu_attention == "fused":
+        vit.MATH_ATTENTION_TOKENS = 0
     missing = missing_peers(args.pairs)
     for pair, package in missing.items():
         print(f"peers.py: skipping {pair}: {package} is not installed (pip install -e \".[bench]\")", file=sys.stderr)
@@ -281,10 +320,13 @@ def main() -> int:
     if not pairs:
         return 1
     device = args.device
+    options = f"patchworld: text attention {args.text_attention}, CPU attention {args.cpu_attention}"
+    if args.profile:
+        return profile(pairs, args.precisions, device, options)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     peaks = {name: matmul_peak(dtypes[name], device) for name in args.precisions}
     print(f"patchworld vs peers, training steps (fwd + bwd + AdamW, {args.adamw}) on {device_name(device)}, "
-          f"torch {torch.__version__}, {args.rounds} interleaved rounds")
+          f"torch {torch.__version__}, {args.rounds} interleaved rounds; {options}")
     print("matmul peak: " + ", ".join(f"{name} {peak / 1e9:.1f} GFLOP/s" for name, peak in peaks.items()))
     print(f"\n{'pair':<6} {'prec':<5} {'contender':<20} {'params':>7} {'s/step':>8} {'ours/peer':>18} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'MFU':>6} {'MiB':>7}")

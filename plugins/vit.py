@@ -32,14 +32,19 @@ def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_
     )
 
 
-def attention_backend(x: torch.Tensor, max_tokens: int = 2048):
+#: the longest sequence for which bf16 training attention on a CPU takes the math SDPA backend (0: never)
+MATH_ATTENTION_TOKENS = 2048
+
+
+def attention_backend(x: torch.Tensor):
     """The SDPA backends for training attention over tokens `x` (B, N, D): on a CPU in bf16 (autocast or bf16
-    tensors), for sequences up to `max_tokens`, only the math one, whose backward is ~3x faster there than the
-    fused kernel's (docs/performance.md); anywhere else (a GPU, fp32, no gradient, long sequences) PyTorch's
-    choice. Use it as a context around the attention calls."""
+    tensors), for sequences up to `MATH_ATTENTION_TOKENS`, only the math one, whose backward was measured ~3x
+    faster there than the fused kernel's (docs/performance.md), though it computes in fp32 (q, k, v and the
+    scores cast up); anywhere else (a GPU, fp32, no gradient, long sequences) PyTorch's choice. Use it as a
+    context around the attention calls."""
     autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     bf16 = x.dtype == torch.bfloat16 or autocast_bf16
-    if x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and x.shape[-2] <= max_tokens:
+    if x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and x.shape[-2] <= MATH_ATTENTION_TOKENS:
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
 
