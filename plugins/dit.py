@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from patchworld import Backbone, ComponentError, PatchEmbed3d, Rope3d
+from patchworld import Backbone, ComponentError, DataError, PatchEmbed3d, Rope3d
 
 from .vit import attention_backend, init_transformer
 
@@ -242,7 +242,7 @@ class DiT(Backbone):
             timesteps = torch.zeros(B, device=tokens.device)
         grid = tuple(int(positions[0, :, axis].max()) + 1 for axis in range(3))
         if self.factorized and math.prod(grid) != N:
-            raise ValueError(f"factorized DiT attention needs a full token grid; got {N} tokens on grid {grid}")
+            raise DataError(f"factorized DiT attention needs a full token grid; got {N} tokens on grid {grid}")
         cond = self.conditioning(timesteps, context, context_mask, with_clean=clean is not None)  # (B, 1|2, D)
         angles = self.rope.rotations(positions)  # (B, 1, N, R/2) complex, once for every block
         mask = context_mask[:, None, None, :] if context_mask is not None else None  # (B, 1, 1, L)

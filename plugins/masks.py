@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from patchworld import ComponentError, DataError
 from patchworld.randomness import Generators, draw, of_sample
 
 Size3 = tuple[int, int, int]
@@ -48,10 +49,10 @@ class MaskFamily:
 
     def __post_init__(self):
         if self.blocks < 1 or not 0 < self.scale <= 1:
-            raise ValueError(f"a mask family needs blocks >= 1 and 0 < scale <= 1, got {self}")
+            raise ComponentError(f"a mask family needs blocks >= 1 and 0 < scale <= 1, got {self}")
         low, high = self.aspect_ratio
         if not 0 < low <= high:
-            raise ValueError(f"aspect_ratio must be (low, high) with 0 < low <= high, got {self.aspect_ratio}")
+            raise ComponentError(f"aspect_ratio must be (low, high) with 0 < low <= high, got {self.aspect_ratio}")
 
 
 #: V-JEPA's two families
@@ -107,7 +108,7 @@ def multiblock_mask(batch: int, grid: Size3, family: MaskFamily, generator: Gene
     """
     t, h, w = grid
     if h * w < 2:
-        raise ValueError(f"multi-block masks need at least 2 spatial cells, got a token grid of {grid}")
+        raise DataError(f"multi-block masks need at least 2 spatial cells, got a token grid of {grid}")
     covered = spatial_block_mask(batch, h, w, family, generator).flatten(1)  # (B, h*w)
     full = covered.all(dim=1)
     for b in full.nonzero().flatten().tolist():  # give one random cell back to the context
@@ -129,9 +130,9 @@ def future_token_frames(future: float, frames: int) -> int:
     """The number k of final token frames a future mask hides: `future` itself when it is an integer >= 1,
     else round(future * frames); always clipped to 1..frames - 1 (at least one frame of context)."""
     if future <= 0:
-        raise ValueError(f"future_frames must be > 0 (a count of token frames or a fraction), got {future}")
+        raise ComponentError(f"future_frames must be > 0 (a count of token frames or a fraction), got {future}")
     if frames < 2:
-        raise ValueError(f"a future mask needs at least 2 token frames, got {frames}")
+        raise DataError(f"a future mask needs at least 2 token frames, got {frames}")
     k = int(future) if future >= 1 else round(future * frames)
     return min(frames - 1, max(1, k))
 

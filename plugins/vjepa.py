@@ -35,7 +35,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from patchworld import Objective, gather_tokens, split_past_future
+from patchworld import ComponentError, DataError, Objective, gather_tokens, split_past_future
 from patchworld.randomness import Generators, batch_generator, sample_generators
 
 from .masks import BlockMask, MaskFamily, future_mask, sample_masks
@@ -140,16 +140,16 @@ class VJEPA(Objective):
                  monitor_every: int = 10, future_frames: float | None = None, block_masks: bool = True):
         super().__init__()
         if future_frames is not None and future_frames <= 0:
-            raise ValueError(f"VJEPA.future_frames must be > 0 (token frames, or a fraction of them), got {future_frames}")
+            raise ComponentError(f"VJEPA.future_frames must be > 0 (token frames, or a fraction of them), got {future_frames}")
         if not block_masks and future_frames is None:
-            raise ValueError("VJEPA.block_masks=False needs future_frames: there would be no mask to train on")
+            raise ComponentError("VJEPA.block_masks=False needs future_frames: there would be no mask to train on")
         self.future_frames, self.block_masks = future_frames, block_masks
         if anti_collapse not in ("ema", "sigreg", "none"):
-            raise ValueError(f"VJEPA.anti_collapse must be 'ema', 'sigreg' or 'none', got {anti_collapse!r}")
+            raise ComponentError(f"VJEPA.anti_collapse must be 'ema', 'sigreg' or 'none', got {anti_collapse!r}")
         if not all(0 <= m <= 1 for m in ema):
-            raise ValueError(f"VJEPA.ema momenta must lie in [0, 1], got {tuple(ema)}")
+            raise ComponentError(f"VJEPA.ema momenta must lie in [0, 1], got {tuple(ema)}")
         if not 0 < sigreg_weight < 1:
-            raise ValueError(f"VJEPA.sigreg_weight must be in (0, 1), got {sigreg_weight}")
+            raise ComponentError(f"VJEPA.sigreg_weight must be in (0, 1), got {sigreg_weight}")
         self.families = (MaskFamily(int(short_range[0]), float(short_range[1]), tuple(aspect_ratio)),
                          MaskFamily(int(long_range[0]), float(long_range[1]), tuple(aspect_ratio)))
         self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads
@@ -164,7 +164,7 @@ class VJEPA(Objective):
 
     def bind(self, world) -> None:
         if world.backbone is None:
-            raise ValueError("VJEPA needs a backbone (e.g. ViT) as its context encoder")
+            raise ComponentError("VJEPA needs a backbone (e.g. ViT) as its context encoder")
         self.predictor = TokenPredictor(world.backbone.dim, self.predictor_dim, self.predictor_depth,
                                         self.predictor_heads, world.backbone.dim)
         self.target_encoder = None
@@ -179,7 +179,7 @@ class VJEPA(Objective):
         """The (t, h, w) token grid of a (B, C, T, H, W) video."""
         latent = self._latent_grid(*video.shape[2:])
         if any(n % p for n, p in zip(latent, self._patch)):
-            raise ValueError(f"a video of (T, H, W)={tuple(video.shape[2:])} gives a latent grid {latent} that "
+            raise DataError(f"a video of (T, H, W)={tuple(video.shape[2:])} gives a latent grid {latent} that "
                              f"does not fit the patch size {self._patch}")
         return tuple(n // p for n, p in zip(latent, self._patch))
 

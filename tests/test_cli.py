@@ -114,9 +114,13 @@ def test_unknown_key_names_the_key_and_the_component(run_cli, capsys, recipe_pat
     assert "objective VideoMAE (at model.objective) has no parameter 'mask_ratioo'" in line
 
 
-def test_bad_value_is_one_line(run_cli, capsys, recipe_path):
-    assert run_cli("fit", "--config", recipe_path("videomae-tiny"), "--model.objective.init_args.mask_ratio", "1.5") == 2
-    assert capsys.readouterr().err.strip() == "patchworld: error: VideoMAE.mask_ratio must be in (0, 1), got 1.5"
+@pytest.mark.parametrize("recipe,key,value,line", [
+    ("videomae-tiny", "mask_ratio", "1.5", "VideoMAE.mask_ratio must be in (0, 1), got 1.5"),
+    ("vjepa-tiny", "ema", "[0.9, 1.5]", "VJEPA.ema momenta must lie in [0, 1], got (0.9, 1.5)"),  # was exit 1
+])
+def test_bad_value_is_one_line(recipe, key, value, line, run_cli, capsys, recipe_path):
+    assert run_cli("fit", "--config", recipe_path(recipe), f"--model.objective.init_args.{key}", value) == 2
+    assert _first_error_line(capsys.readouterr().err) == f"patchworld: error: {line}"
 
 
 def test_refit_in_the_same_directory_overwrites_config(run_cli, recipe_path, tmp_path):

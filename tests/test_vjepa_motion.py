@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patchworld import WorldModel
+from patchworld import ComponentError, DataError, WorldModel
 from patchworld_plugins.masks import future_mask, future_token_frames
 from patchworld_plugins.pixels import Pixels
 from patchworld_plugins.vit import ViT
@@ -29,9 +29,9 @@ def test_future_token_frames_counts_or_fractions_clipped(future, frames, hidden)
 
 
 def test_future_token_frames_rejects_nonsense():
-    with pytest.raises(ValueError):
+    with pytest.raises(ComponentError, match="future_frames must be > 0"):
         future_token_frames(0, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="at least 2 token frames"):
         future_token_frames(1, 1)  # no frame left for the context
 
 
@@ -55,9 +55,9 @@ def test_prepare_batch_adds_the_future_family_and_can_drop_the_blocks():
     assert len(both) == 3 and torch.equal(both[0].target, default[0].target)  # the block families are the same draws
     only = tiny_world(future_frames=0.5, block_masks=False).objective.prepare_batch({"video": video})["masks"]
     assert len(only) == 1 and only[0].target.shape == (4, 2 * 16)
-    with pytest.raises(ValueError):
+    with pytest.raises(ComponentError, match="needs future_frames"):
         VJEPA(block_masks=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ComponentError, match="future_frames must be > 0"):
         VJEPA(future_frames=-1)
 
 
