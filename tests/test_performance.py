@@ -117,6 +117,25 @@ def test_peers_pairs_see_512_tokens_per_clip(peers):
     assert tokens.shape == (2, 16, 64) and bool(mask.all())
 
 
+def test_casts_and_copies_counts_what_autocast_casts(peers):
+    """`peers.py --profile`'s counts: a bf16-autocast step casts (its weights and inputs to bf16), the same step in
+    fp32 casts nothing; a copy is counted apart from a cast."""
+    from measure import casts_and_copies
+
+    layer, x = torch.nn.Linear(64, 64), torch.randn(8, 64)
+
+    def step(bf16: bool):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                layer(x).float().sum().backward()
+            x.clone().copy_(x)
+        return run
+
+    bf16, fp32 = casts_and_copies(step(True)), casts_and_copies(step(False))
+    assert bf16["casts"] >= 3 and bf16["cast Melem"] > 0 and "casts" not in fp32
+    assert fp32["copies"] >= 1 and fp32["copy Melem"] >= 8 * 64 / 1e6 and fp32["ops"] > 0
+
+
 def test_peers_dit_pair_has_the_same_shape(peers):
     pytest.importorskip("diffusers")
     off, c = torch.autocast("cpu", enabled=False), peers.DIT
