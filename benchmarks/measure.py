@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from patchworld.evaluation.cost import flop_counter
 
@@ -102,13 +103,15 @@ def held_memory(device: str | torch.device):
     box[0] = sum(storages.values()) / 2**20
 
 
+#: the operators that move data without computing: (calls key, million-elements key) in `casts_and_copies`
+MOVES = {"aten::_to_copy": ("casts", "cast Melem"), "aten::copy_": ("copies", "copy Melem")}
+
+
 def casts_and_copies(step: Callable[[], None]) -> dict[str, float]:
     """What one call of `step` moves without computing, from torch's profiler (after one warm-up call): dtype
     casts (``aten::_to_copy``: calls and million elements), other copies (``aten::copy_`` not inside a cast:
     calls and million elements), and the aten operators it calls from Python or autograd (top-level). Counts
     are the same on every CPU, so a CPU whose bf16 is emulated can still tell which code casts less."""
-    from torch.profiler import ProfilerActivity, profile
-
     step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         step()
@@ -116,10 +119,10 @@ def casts_and_copies(step: Callable[[], None]) -> dict[str, float]:
     for event in profiler.events():
         shape = event.input_shapes[0] if event.input_shapes and event.input_shapes[0] else []
         parent = event.cpu_parent.name if event.cpu_parent is not None else None
-        if event.name == "aten::_to_copy":
-            counts["casts"], counts["cast Melem"] = counts["casts"] + 1, counts["cast Melem"] + math.prod(shape) / 1e6
-        elif event.name == "aten::copy_" and parent != "aten::_to_copy":
-            counts["copies"], counts["copy Melem"] = counts["copies"] + 1, counts["copy Melem"] + math.prod(shape) / 1e6
+        if event.name in MOVES and parent != "aten::_to_copy":  # a cast's own copy_ is the cast
+            calls, elements = MOVES[event.name]
+            counts[calls] += 1
+            counts[elements] += math.prod(shape) / 1e6
         if event.name.startswith("aten::") and (parent is None or not parent.startswith("aten::")):
             counts["ops"] += 1
     return dict(counts)

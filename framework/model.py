@@ -267,14 +267,14 @@ class WorldModel(pl.LightningModule):
         fp16's gradient scaler and a fused optimizer, a one-line error says what to change)."""
         plugin = self.trainer.precision_plugin
         if gradient_clip_val and isinstance(plugin, MixedPrecision):
-            if plugin.scaler is not None and optimizer.defaults.get("fused"):
-                raise PatchworldError(f"trainer.gradient_clip_val {gradient_clip_val} cannot clip the scaled gradients "
-                                      f"of {plugin.precision} with a fused optimizer, which unscales them inside its "
-                                      f"step: use --trainer.precision bf16-mixed, or --model.optimizer.init_args.fused false")
             if plugin.scaler is None:
                 algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
                 Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # skips the fp16-only check
                 return
+            if optimizer.defaults.get("fused"):
+                raise PatchworldError(f"trainer.gradient_clip_val {gradient_clip_val} cannot clip the scaled gradients "
+                                      f"of {plugin.precision} with a fused optimizer, which unscales them inside its "
+                                      f"step: use --trainer.precision bf16-mixed, or --model.optimizer.init_args.fused false")
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_callbacks(self):

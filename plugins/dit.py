@@ -247,15 +247,14 @@ class DiT(Backbone):
         angles = self.rope.rotations(positions)  # (B, 1, N, R/2) complex, once for every block
         mask = context_mask[:, None, None, :] if context_mask is not None else None  # (B, 1, 1, L)
         joint = joint_mask = None
-        if self.context_proj is not None and context is not None:
+        if self.context_proj is not None and context is not None:  # the blocks have no cross-attention then
             joint = self.context_proj(context)  # (B, L, D)
             if context_mask is not None:  # every video key, and the caption's real tokens
                 video_keys = context_mask.new_ones(B, N)
                 joint_mask = torch.cat([video_keys, context_mask], dim=1)[:, None, None, :]  # (B, 1, 1, N + L)
-            context = mask = None
+        extra = (context, mask, joint, joint_mask)
         x = tokens
         for block in self.blocks[:depth]:
-            extra = (context, mask, joint, joint_mask)
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, cond, clean, grid, self.rope, angles, *extra, use_reentrant=False)
             else:
