@@ -9,6 +9,7 @@ from patchworld.evaluation.physics import physics_command
 
 from .adapters import LoRA  # noqa: F401  (an Adapter: --model.adapter LoRA)
 from .adherence import adherence
+from .judge import judge
 from .captions import ProbeCaptioner, StyleExpander, recaption
 from .cache import LatentCache, cache_command
 from .ddpm import DDPM
@@ -73,6 +74,6 @@ def patchworld_register_recipe_dirs():
 
 @hookimpl
 def patchworld_register_commands():
-    return {"export": export_command, "adherence": adherence, "compare": compare_command,
+    return {"export": export_command, "adherence": adherence, "judge": judge, "compare": compare_command,
             "physics": physics_command, "cache": cache_command,
             "recaption": recaption}

@@ -1,5 +1,7 @@
-"""`Flow`: rectified flow. x_t = (1 - t) x_0 + t noise; the network predicts the velocity noise - x_0;
-training times are logit-normal and shifted towards noise for bigger clips; sampling is Euler steps or Heun's
+"""`Flow`: rectified flow. x_t = (1 - t) x_0 + t noise; the loss and the sampler work on the velocity
+noise - x_0, which the network predicts directly or, with ``prediction="x"``, through its prediction of the clean
+x_0 (JiT, "Back to Basics: Let Denoising Generative Models Denoise": a narrow network predicts a clean patch
+more easily than a noisy one when patches have many values, as pixel patches do); training times are logit-normal and shifted towards noise for bigger clips; sampling is Euler steps or Heun's
 2nd-order steps (two network calls per step, Euler on the last step to t=0)."""
 from __future__ import annotations
 
@@ -26,15 +28,25 @@ class Flow(GenerativeObjective):
         base_tokens: the token count at which the dependent shift is 1.
         sampler: ``euler`` (one network call per step) or ``heun`` (2nd order: two calls per step, so about
             as costly as Euler with twice the steps, and more accurate per call at few steps).
+        prediction: what the network outputs: ``velocity`` (noise - x_0) or ``x`` (the clean x_0; the loss
+            compares velocities (x_t - x_0) / max(t, min_t), i.e. x_0's error weighted 1 / max(t, min_t)^2, and
+            the sampler moves along (x_t - x_0) / t).
+        min_t: with ``prediction="x"``, the smallest t the loss divides by (bounds its weight).
         **kwargs: the shared options of `GenerativeObjective` (caption_dropout, steps, guidance,
             mixture, predict_task, context_frames, seed, progress, feature_timestep, feature_depth).
     """
 
     def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0, shift: float | None = None,
-                 base_tokens: int = 256, sampler: Literal["euler", "heun"] = "euler", **kwargs):
+                 base_tokens: int = 256, sampler: Literal["euler", "heun"] = "euler",
+                 prediction: Literal["velocity", "x"] = "velocity", min_t: float = 0.05, **kwargs):
         super().__init__(**kwargs)
         if sampler not in ("euler", "heun"):
             raise ComponentError(f"Flow.sampler {sampler!r}; valid samplers: euler, heun")
+        if prediction not in ("velocity", "x"):
+            raise ComponentError(f"Flow.prediction {prediction!r}; valid predictions: velocity, x")
+        if not 0 < min_t < 1:
+            raise ComponentError(f"Flow.min_t must be in (0, 1), got {min_t}")
+        self.prediction, self.min_t = prediction, min_t
         self.logit_mean, self.logit_std, self.shift, self.base_tokens = logit_mean, logit_std, shift, base_tokens
         self.sampler = sampler
 
@@ -49,7 +61,22 @@ class Flow(GenerativeObjective):
         return 1 - t, t
 
     def target(self, x0, noise, t):
-        return noise - x0  # velocity dx_t/dt
+        velocity = noise - x0  # dx_t/dt
+        if self.prediction == "velocity":
+            return velocity
+        t = self._broadcast(t, x0)
+        return velocity * (t / t.clamp(min=self.min_t))  # (x_t - x_0) / max(t, min_t): what from_network makes of x_0
+
+    def from_network(self, output, x_t, t):
+        if self.prediction == "velocity":
+            return output
+        return (x_t - output) / self._broadcast(t, x_t).clamp(min=self.min_t)  # x_0 -> (x_t - x_0) / max(t, min_t)
+
+    def velocity(self, prediction, t):
+        """The prediction as the velocity dx_t/dt the sampler moves along (x-prediction: undo the min_t clamp)."""
+        if self.prediction == "velocity":
+            return prediction
+        return prediction * (t.clamp(min=self.min_t) / t).to(prediction.dtype)
 
     def training_timesteps(self, batch, tokens, device, generator=None):
         t = torch.sigmoid(self.logit_mean + self.logit_std * draw(torch.randn, generator, batch).to(device))  # (B,)
@@ -60,7 +87,8 @@ class Flow(GenerativeObjective):
 
     def step(self, x, prediction, t, t_next, model=None):
         dt = (t_next - t).to(x.dtype)
-        euler = x + dt * prediction.to(x.dtype)
+        velocity = self.velocity(prediction.to(x.dtype), t)
+        euler = x + dt * velocity
         if self.sampler == "euler" or model is None or float(t_next) == 0:
             return euler
-        return x + dt * 0.5 * (prediction.to(x.dtype) + model(euler, t_next).to(x.dtype))  # Heun: trapezoid
+        return x + dt * 0.5 * (velocity + self.velocity(model(euler, t_next).to(x.dtype), t_next))  # Heun: trapezoid

@@ -221,6 +221,11 @@ class GenerativeObjective(Objective):
         """Sampling times (steps + 1,) from noise (near 1) down to 0."""
         raise NotImplementedError
 
+    def from_network(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The backbone's output for x_t at times t as the prediction `target` describes (unchanged unless the
+        network is trained to output something else, e.g. `Flow`'s x-prediction)."""
+        return output
+
     def step(self, x: torch.Tensor, prediction: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
              model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """One sampler step from time t to t_next, given the prediction at (x, t); `model(x, t)` is there for
@@ -250,7 +255,7 @@ class GenerativeObjective(Objective):
         token_clean = token_clean.repeat_interleave(grid[1] * grid[2], dim=1)  # (B, N)
         out = backbone(tokens, positions, t, context, context_mask,
                        clean=token_clean if bool(token_clean.any()) else None, head=True)  # (B, N, P)
-        return unpatchify(out, grid, backbone.patch_size).float()  # (B, c, t, h, w)
+        return self.from_network(unpatchify(out, grid, backbone.patch_size).float(), x_t.float(), t)  # (B, c, t, h, w)
 
     def encode_captions(self, world, captions: list[str] | None, batch: int, cached: dict | None = None):
         """Conditioning tokens and mask for `captions` (None: `batch` empty captions), reusing the caption

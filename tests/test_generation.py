@@ -39,11 +39,13 @@ def mixture_moments():
 
 
 @pytest.mark.parametrize("objective", [Flow(shift=1.0), Flow(shift=3.0), Flow(shift=3.0, sampler="heun"),
+                                       Flow(shift=3.0, prediction="x"), Flow(shift=3.0, prediction="x", sampler="heun"),
                                        DDPM(prediction="v"), DDPM(prediction="eps")],
-                         ids=["flow", "flow-shifted", "flow-heun", "ddpm-v", "ddpm-eps"])
+                         ids=["flow", "flow-shifted", "flow-heun", "flow-x", "flow-x-heun", "ddpm-v", "ddpm-eps"])
 def test_sampler_reproduces_gaussian_mixture(objective):
-    """The sampler fed the exact optimal prediction (a linear function of the posterior means) lands on
-    the mixture's mean and variance."""
+    """The sampler fed the exact optimal prediction (a linear function of the posterior means; for Flow's
+    x-prediction, what `from_network` makes of the posterior mean of x_0) lands on the mixture's mean and
+    variance."""
 
     def model(x, t):
         alpha, sigma = objective.coefficients(torch.as_tensor(t, dtype=torch.float64))
@@ -55,6 +57,24 @@ def test_sampler_reproduces_gaussian_mixture(objective):
     mean, variance = mixture_moments()
     assert torch.allclose(samples.mean(0), mean, atol=0.06), (samples.mean(0), mean)
     assert torch.allclose(samples.var(0), variance, rtol=0.06), (samples.var(0), variance)
+
+
+@pytest.mark.parametrize("t", [0.6, 0.02])
+def test_x_prediction_steps_to_its_clean_estimate_and_weights_its_loss(t):
+    """Flow(prediction="x"): the network's clean estimate x_0 becomes the velocity (x_t - x_0) / t for the
+    sampler, so one Euler step to t=0 lands on x_0 exactly, also below min_t (where the loss's velocity divides
+    by min_t instead); the loss is x_0's squared error weighted 1 / max(t, min_t)^2."""
+    flow = Flow(prediction="x", min_t=0.05)
+    x0, noise, estimate = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    time = torch.tensor([t], dtype=torch.float64)
+    x_t = flow.noised(x0, noise, time)
+    prediction = flow.from_network(estimate, x_t, time)
+    assert torch.allclose(flow.step(x_t, prediction, time[0], torch.tensor(0.0, dtype=torch.float64)), estimate)
+    assert torch.allclose(flow.from_network(x0, x_t, time), flow.target(x0, noise, time))  # exact x_0: no loss
+    loss = (prediction - flow.target(x0, noise, time)).pow(2)
+    assert torch.allclose(loss, (estimate - x0).pow(2) / max(t, 0.05) ** 2)
+    with pytest.raises(ComponentError, match="Flow.prediction 'eps'; valid predictions: velocity, x"):
+        Flow(prediction="eps")
 
 
 def test_heun_is_second_order():

@@ -61,7 +61,7 @@ _SPEED = {"slow": (0.012, 0.022), "fast": (0.035, 0.05)}  # fraction of the shor
 _DIRECTION_ANGLE = {"right": 0.0, "left": math.pi, "up": -math.pi / 2, "down": math.pi / 2}  # image y points down
 _GRAVITY = 0.004  # per frame^2
 SUBJECT_MARGIN = 0.8  # other objects' radii are at most this fraction of the subject's
-_SPLITS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+SPLITS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _DIRECTION_WORDS = {
     "right": ("to the right", "rightwards", "towards the right edge"),
     "left": ("to the left", "leftwards", "towards the left edge"),
@@ -220,6 +220,8 @@ class SyntheticClips(Dataset):
     def __init__(self, length: int, split: str, frames: int, size: tuple[int, int], seed: int = 0,
                  max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
                  impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0):
+        if split not in SPLITS:
+            raise ComponentError(f"SyntheticWorld: unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.length, self.split, self.frames, self.size, self.seed = length, split, frames, tuple(size), seed
         self.max_objects, self.gravity_prob, self.reverse_prob = max_objects, gravity_prob, reverse_prob
         self.impossible_prob, self.object_scale = impossible_prob, object_scale
@@ -233,7 +235,7 @@ class SyntheticClips(Dataset):
 
     def __getitem__(self, key):
         index, (frames, height, width) = key if isinstance(key, tuple) else (key, (self.frames, *self.size))
-        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
         violation = "none"
         if self.impossible_prob and rng.random() < self.impossible_prob:
             violation = self.violations[int(rng.integers(0, len(self.violations)))]
@@ -346,7 +348,7 @@ class SyntheticWorld(pl.LightningDataModule):
         ranks, resumable mid-epoch (see `BucketBatchSampler`)."""
         dataset = self.splits[split]
         sampler = BucketBatchSampler(len(dataset), self.batch_size, self.buckets, split == "train",
-                                     self.seed + _SPLITS[split], weights=self.bucket_weights)
+                                     self.seed + SPLITS[split], weights=self.bucket_weights)
         return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
 
