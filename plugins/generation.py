@@ -16,6 +16,7 @@ window, and an edit (SDEdit) is the same sampling loop started from a noised vid
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 from patchworld import ComponentError, DataError, Objective, unpatchify
 from patchworld.contracts import check_generative_backbone
 from patchworld.randomness import Generators, draw, keyed_generator, of_sample, sample_generators
+
+from .repa import Alignment, RepresentationAlignment, captured_output
 
 @dataclass(frozen=True)
 class Task:
@@ -178,6 +181,8 @@ class GenerativeObjective(Objective):
         progress: show a progress bar while sampling.
         feature_timestep: noise level of the clips whose hidden states `features` returns.
         feature_depth: the block whose hidden states `features` returns (None: the last).
+        repa: align an early DiT block's hidden states with a frozen world model's features of the same clip
+            (REPA, `patchworld_plugins.repa.Alignment`: teacher, random_init, depth, weight); None: off.
     """
 
     trains_on_latents = True  # every step goes through world.latents(batch)
@@ -185,7 +190,7 @@ class GenerativeObjective(Objective):
     def __init__(self, caption_dropout: float = 0.1, steps: int = 25, guidance: float = 3.0,
                  mixture: dict[str, float] | None = None, predict_task: str = "t2v", context_frames: int | None = None,
                  seed: int = 0, progress: bool = True, feature_timestep: float = 0.25,
-                 feature_depth: int | None = None):
+                 feature_depth: int | None = None, repa: Alignment | None = None):
         super().__init__()
         self.mixture = dict(DEFAULT_MIXTURE if mixture is None else mixture)
         unknown = set(self.mixture) - set(TASKS)
@@ -199,9 +204,12 @@ class GenerativeObjective(Objective):
         self.caption_dropout, self.steps, self.guidance = caption_dropout, steps, guidance
         self.predict_task, self.context_frames, self.seed, self.progress = predict_task, context_frames, seed, progress
         self.feature_timestep, self.feature_depth = feature_timestep, feature_depth
+        self.repa, self.alignment = repa, None
 
     def bind(self, world) -> None:
         check_generative_backbone(world, type(self).__name__)  # the backbone is a patchworld.GenerativeBackbone
+        if self.repa is not None:
+            self.alignment = RepresentationAlignment(self.repa, world.backbone.dim, len(world.backbone.blocks))
 
     # ---- what a subclass defines ------------------------------------------------------------------
     def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,15 +289,25 @@ class GenerativeObjective(Objective):
         t = self.training_timesteps(B, tokens, latents.device, sample_generators(world, batch, "timestep"))  # (B,)
         frame_clean = clean[:, None, :, None, None]  # (B, 1, t, 1, 1)
         x_t = torch.where(frame_clean, latents, self.noised(latents, noise, t))
-        prediction = self.denoise(world, x_t, t, clean, context, context_mask)
+        aligned = self.alignment is not None
+        with captured_output(world.backbone.blocks[self.alignment.depth - 1]) if aligned else nullcontext() as hidden:
+            prediction = self.denoise(world, x_t, t, clean, context, context_mask)
         weight = (~frame_clean).float().expand_as(latents)
         loss = ((prediction - self.target(latents, noise, t)).pow(2) * weight).sum() / weight.sum().clamp(min=1)
-        return {"loss": loss, "clean_fraction": clean.float().mean()}
+        out = {"loss": loss, "clean_fraction": clean.float().mean()}
+        if aligned:
+            if "video" not in batch:
+                raise ComponentError("repa needs the batch's pixel clips for its teacher; a latent cache holds only "
+                                     "latents: train without the cache, or without repa")
+            alignment = self.alignment.loss(hidden[0], batch["video"], world.backbone.patch_embed.grid(latents))
+            out |= {"loss": loss + self.alignment.weight * alignment, "denoising_loss": loss, "repa_loss": alignment}
+        return out
 
     def validation_step(self, world, batch: dict) -> dict[str, torch.Tensor]:
         # out of training the draws use patchworld.randomness's fixed validation key: the same tasks, noise
-        # and timesteps every validation
-        return {"loss": self.training_step(world, batch)["loss"]}
+        # and timesteps every validation; the loss is the denoising loss alone, comparable with or without repa
+        out = self.training_step(world, batch)
+        return {"loss": out.get("denoising_loss", out["loss"])}
 
     # ---- sampling -------------------------------------------------------------------------------
     def sample_loop(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
