@@ -64,8 +64,8 @@ def raw_weights(path: Path) -> Path:
 
 
 def validation_losses(root: Path) -> dict[int, float]:
-    """step (1-based) -> val/loss, from the run's metrics.csv."""
-    (metrics,) = root.rglob("metrics.csv")
+    """step (1-based) -> val/loss, from the run's metrics.csv (the newest, should --out hold older runs)."""
+    metrics = max(root.rglob("metrics.csv"), key=lambda path: path.stat().st_mtime)
     with metrics.open() as file:
         return {int(row["step"]) + 1: float(row["val/loss"]) for row in csv.DictReader(file) if row.get("val/loss")}
 

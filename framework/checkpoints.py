@@ -160,21 +160,27 @@ def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrid
     return model, cli.datamodule
 
 
-def load_run(checkpoint: str | Path, weights: bool = True):
-    """(WorldModel, datamodule) of a fit run, rebuilt from the ``config.yaml`` it wrote beside its checkpoints
-    (``<run>/version_N/config.yaml`` for ``<run>/version_N/checkpoints/x.ckpt``; a run directory means its
-    newest last.ckpt), with the checkpoint's weights, or with ``weights=False`` freshly initialised (seeded by
-    the run's recipe): the same architecture untrained."""
-    import tempfile
-
+def run_recipe(checkpoint: str | Path) -> tuple[dict, Path]:
+    """The recipe of a fit run, read from the ``config.yaml`` it wrote beside its checkpoints
+    (``<run>/version_N/config.yaml`` for ``<run>/version_N/checkpoints/x.ckpt``) without fit's own options, and
+    the checkpoint (a run directory means its newest last.ckpt)."""
     path = find_last(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint)
     _require_file(path, "checkpoint")
     config = path.resolve().parent.parent / "config.yaml"
     if not config.is_file():
         raise PatchworldError(f"checkpoint {str(path)!r}: no config.yaml beside its checkpoints directory ({config}) "
                               f"to rebuild its model from; give a checkpoint of a patchworld fit run")
-    recipe = {key: value for key, value in yaml.safe_load(config.read_text()).items()  # not fit's own options
+    recipe = {key: value for key, value in yaml.safe_load(config.read_text()).items()
               if key in ("seed_everything", "trainer", "model", "data")}
+    return recipe, path
+
+
+def load_run(checkpoint: str | Path, weights: bool = True):
+    """(WorldModel, datamodule) of a fit run (`run_recipe`), with the checkpoint's weights, or with
+    ``weights=False`` freshly initialised (seeded by the run's recipe): the same architecture untrained."""
+    import tempfile
+
+    recipe, path = run_recipe(checkpoint)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "config.yaml").write_text(yaml.safe_dump(recipe))
         return load_world(Path(folder) / "config.yaml", path if weights else None)
