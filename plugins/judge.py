@@ -109,8 +109,9 @@ def clip_counts(n: int) -> list[int]:
 def degrade(video: torch.Tensor, kind: str, strength: float, seed: int = 0) -> torch.Tensor:
     """Spoil clips (B, 3, T, H, W) in [-1, 1] in a known way, more with `strength` in [0, 1] (0: unchanged).
     blur: Gaussian blur of sigma 2 x strength pixels; colour: red raised and blue lowered by `strength` / 2
-    (of the [-1, 1] range), clipped, which moves every colour off SyntheticWorld's palette; freeze: frame t shows frame round(t (1 - strength)) (1: the
-    first frame throughout); shuffle: a `strength` fraction of each clip's frames swapped cyclically."""
+    (of the [-1, 1] range), clipped, which moves every colour off SyntheticWorld's palette; freeze: frame t
+    shows frame round(t (1 - strength)) (1: the first frame throughout); shuffle: a `strength` fraction of
+    each clip's frames swapped cyclically."""
     if kind not in DEGRADATIONS:
         raise DataError(f"unknown degradation {kind!r}; valid: {', '.join(DEGRADATIONS)}")
     if not 0 <= strength <= 1:
@@ -122,7 +123,8 @@ def degrade(video: torch.Tensor, kind: str, strength: float, seed: int = 0) -> t
         sigma = 2.0 * strength
         size = 2 * math.ceil(3 * sigma) + 1
         frames = video.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W)
-        return gaussian_blur(frames, [size, size], [sigma, sigma]).unflatten(0, video.shape[:1] + video.shape[2:3]).transpose(1, 2)
+        blurred = gaussian_blur(frames, [size, size], [sigma, sigma])
+        return blurred.unflatten(0, (video.shape[0], T)).transpose(1, 2)  # (B, 3, T, H, W)
     if kind == "colour":
         offset = torch.tensor([strength / 2, 0.0, -strength / 2], dtype=video.dtype)[:, None, None, None]
         return (video + offset).clamp(-1, 1)
