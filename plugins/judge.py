@@ -29,8 +29,9 @@ from torchvision.transforms.functional import gaussian_blur
 from patchworld import DataError, PatchworldError
 from patchworld.checkpoints import load_world
 from patchworld.cli import CommandParser
-from patchworld.data.synthetic import SyntheticClips
+from patchworld.data.synthetic import SPLITS, SyntheticClips
 from patchworld.data.video_io import atomic_path, check_writable, read_clip
+from patchworld.evaluation.features import extract_features
 from patchworld.evaluation.statistics import Estimate
 from patchworld.precision import autocast_bf16
 
@@ -150,22 +151,11 @@ def read_set(source: str, count: int, data, shape: tuple[int, int, int]) -> torc
         return clips(source.partition(":")[2] or "test", count, template, shape=shape)["video"]
     folder = Path(source)
     if not folder.is_dir():
-        raise DataError(f"{source}: not a folder of videos nor synthetic:SPLIT (splits: train, val, test, predict)")
+        raise DataError(f"{source}: not a folder of videos nor synthetic:SPLIT (splits: {', '.join(SPLITS)})")
     files = sorted(folder.rglob("*.mp4"))
     if len(files) < count:
         raise DataError(f"{source}: {len(files)} .mp4 files, fewer than the {count} clips asked for (--clips)")
     return torch.stack([read_clip(path, shape[0], shape[1:]) for path in files[:count]])
-
-
-@torch.no_grad()
-def pooled_features(world, video: torch.Tensor, batch_size: int = 32, bf16: bool = True) -> torch.Tensor:
-    """(N, 3, T, H, W) -> (N, D): the encoder's tokens averaged over each clip."""
-    out = []
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16(bf16)):
-        for start in range(0, len(video), batch_size):
-            tokens, _ = world.features(video[start:start + batch_size])  # (B, L, D)
-            out.append(tokens.float().mean(1))
-    return torch.cat(out)
 
 
 # ---- the command ----------------------------------------------------------------------------------------
@@ -202,7 +192,9 @@ def judge(argv: list[str]) -> int:
     sets = [read_set(source, args.clips, data, shape) for source in (args.real, args.fake)]
     if degradation:
         sets[1] = degrade(sets[1], *degradation)
-    features = [pooled_features(world, video, bf16=args.precision == "bf16") for video in sets]
+    autocast = torch.bfloat16 if autocast_bf16(args.precision == "bf16") else None
+    features = [extract_features(world, ({"video": video[i:i + 32]} for i in range(0, len(video), 32)),
+                                 autocast_dtype=autocast).pooled for video in sets]  # (clips, D): tokens averaged
     results = {"encoder": args.config, "ckpt_path": args.ckpt_path, "real": args.real, "fake": args.fake,
                "degrade": args.degrade, "clips": args.clips, "distances": {}}
     print(f"{'distance':<9} {'value':>10} {'95% interval':>24}   " + " ".join(f"{f'n={n}':>9}" for n in clip_counts(args.clips)))

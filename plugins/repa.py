@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
-import numpy as np
 import torch
+from pytorch_lightning.utilities.seed import isolate_rng
 from timm.layers import Mlp
 from torch import nn
 from torch.nn import functional as F
@@ -60,7 +60,8 @@ class RepresentationAlignment(nn.Module):
         self.depth, self.weight = alignment.depth, alignment.weight
         if not Path(alignment.teacher).exists():
             raise PatchworldError(f"repa.teacher {alignment.teacher!r}: no such run directory or checkpoint")
-        with kept_random_state():  # building the teacher seeds every generator with its recipe's seed
+        # building the teacher seeds every generator (and Lightning's PL_GLOBAL_SEED) with its recipe's seed
+        with isolate_rng(), patch.dict(os.environ):
             teacher, _ = load_run(alignment.teacher, weights=not alignment.random_init)
         teacher.eval().requires_grad_(False)
         if not hasattr(teacher.objective, "features"):
@@ -88,20 +89,6 @@ class RepresentationAlignment(nn.Module):
         same clips, averaged over tokens: 0 when aligned."""
         projected = self.projector(hidden).float()  # (B, N, Dt)
         return 1 - F.cosine_similarity(projected, self.targets(video, grid), dim=-1).mean()
-
-
-@contextlib.contextmanager
-def kept_random_state():
-    """Restore torch's, numpy's and Python's random states (and Lightning's global seed) on exit."""
-    python, numpy, seed = random.getstate(), np.random.get_state(), os.environ.get("PL_GLOBAL_SEED")
-    with torch.random.fork_rng():
-        yield
-    random.setstate(python)
-    np.random.set_state(numpy)
-    if seed is None:
-        os.environ.pop("PL_GLOBAL_SEED", None)
-    else:
-        os.environ["PL_GLOBAL_SEED"] = seed
 
 
 @contextlib.contextmanager
