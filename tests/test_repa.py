@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from patchworld import ComponentError, PatchworldError, WorldModel
-from patchworld.checkpoints import find_last, read_part
+from patchworld.checkpoints import find_last, load_run, read_part
 from patchworld.data.synthetic import SyntheticClips, collate
 from patchworld_plugins import DiT, Flow, Pixels, TinyTextEncoder
 from patchworld_plugins.repa import Alignment
@@ -95,11 +95,15 @@ def test_repa_takes_effect_keeps_the_student_seed_and_has_a_random_init_control(
         student(Alignment(str(teacher_run / "nowhere.ckpt")))
 
 
-def test_fit_with_a_repa_teacher_from_the_command_line(run_cli, recipe_path, teacher_run):
+def test_fit_with_a_repa_teacher_from_the_command_line(run_cli, recipe_path, teacher_run, tmp_path):
     assert run_cli("fit", "--config", recipe_path("sora-tiny"), *TINY_SORA, *CLIP, "--trainer.max_steps", "2",
                    "--trainer.max_time", "null", "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "2",
                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "run",
                    "--model.objective.init_args.repa.teacher", str(find_last(teacher_run)),
                    "--model.objective.init_args.repa.depth", "1") == 0
+    world, _ = load_run(tmp_path / "run")  # the run rebuilt from its config.yaml: its teacher and depth took effect
+    assert world.objective.alignment.depth == 1 and world.objective.alignment.teacher_dim == 24
+    assert any(k.startswith("objective.alignment.projector") for k in torch.load(
+        find_last(tmp_path / "run"), weights_only=True)["state_dict"])
     assert run_cli("fit", "--config", recipe_path("sora-tiny"), *TINY_SORA, *CLIP, "--trainer.max_steps", "1",
                    "--model.objective.init_args.repa.teacher", "nowhere") == 2
