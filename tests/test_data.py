@@ -299,6 +299,25 @@ def test_training_clip_starts_are_a_function_of_seed_epoch_and_index(tmp_path, m
     assert torch.equal(middle.splits["all"][0]["video"], middle.splits["all"][0]["video"])
 
 
+def test_workers_forked_after_the_main_process_read_a_clip_read_theirs(tmp_path, make_mp4):
+    """PyAV 18.1.1 scales frames with a thread pool by default; one used before the DataLoader forks its
+    workers deadlocked them (a fit's sanity check hung). Reading scales on one thread, so workers finish."""
+    from torch.utils.data import DataLoader
+
+    from patchworld.data.video_folder import collate
+
+    for k in range(4):
+        make_mp4(tmp_path / "videos" / f"{k}.mp4", seed=k)
+    data = VideoFolder(str(tmp_path / "videos"), frames=4, size=(32, 40), val_fraction=0.0)
+    data.setup("fit")
+    first = data.splits["all"][0]["video"]  # the main process scales frames first
+    loader = DataLoader(data.splits["all"], batch_size=2, num_workers=2, collate_fn=collate, timeout=60,
+                        multiprocessing_context="fork")
+    batches = list(loader)  # a deadlocked worker raises after `timeout` instead of hanging
+    assert [b["video"].shape for b in batches] == [(2, 3, 4, 32, 40)] * 2
+    assert torch.equal(batches[0]["video"][0], first)
+
+
 def test_files_found_unreadable_in_workers_are_named_once_by_the_main_process(tmp_path, make_mp4, make_corrupt_mp4):
     from torch.utils.data import DataLoader
 

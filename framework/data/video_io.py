@@ -170,7 +170,9 @@ def _cover_crop(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
     """Resize keeping the aspect ratio so the frame covers (height, width), then centre-crop."""
     scale = max(height / frame.height, width / frame.width)
     scaled_h, scaled_w = max(height, round(frame.height * scale)), max(width, round(frame.width * scale))
-    array = frame.to_ndarray(format="rgb24", width=scaled_w, height=scaled_h)
+    # one swscale thread: a threaded scaler used before a DataLoader forks its workers deadlocks them (PyAV 18.1.1
+    # threads by default), and workers are already one per core
+    array = frame.to_ndarray(format="rgb24", width=scaled_w, height=scaled_h, threads=1)
     top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
     return array[top : top + height, left : left + width]
 
