@@ -289,7 +289,7 @@ def test_malicious_checkpoint_for_probes(malicious, tmp_path):
 
 def test_malicious_checkpoint_for_compare(fails, malicious, tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(f"models:\n  - name: gift\n    checkpoint: {malicious}\n")
+    study.write_text(f"ceiling: null\nmodels:\n  - name: gift\n    checkpoint: {malicious}\n")  # no 80 s ceiling first
     line = fails("compare", "--config", "study.yaml", "--output", "out", keep={"study.yaml", malicious.name})
     assert line.startswith(f"models[gift].checkpoint '{malicious}' refused: it holds code")
 

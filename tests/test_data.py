@@ -101,6 +101,24 @@ def test_the_subject_is_the_largest_object_and_drawn_on_top():
     assert checked >= 20
 
 
+def test_friction_slows_objects_down_so_a_reversed_clip_speeds_up():
+    from patchworld import ComponentError
+    from patchworld.data.synthetic import make_scene, simulate
+
+    rng = np.random.default_rng(3)
+    scene = make_scene(rng, 1.0, max_objects=1, gravity_prob=0.0, reverse_prob=0.0, friction=0.2)
+    scene.position[0], scene.velocity[0] = np.array([0.2, 0.5]), np.array([0.05, 0.0])  # far from every wall
+    steps = np.linalg.norm(np.diff(simulate(scene, 6, 1.0)[0][:, 0], axis=0), axis=1)  # (5,) distance per frame
+    assert np.allclose(steps[1:] / steps[:-1], 0.8)  # forwards each frame covers 80% of the last one's distance
+    assert np.allclose(steps[::-1][1:] / steps[::-1][:-1], 1.25)  # backwards: faster and faster
+    scene.friction = 0.0
+    assert np.allclose(np.linalg.norm(np.diff(simulate(scene, 6, 1.0)[0][:, 0], axis=0), axis=1), 0.05)  # default: none
+    slowed, free = (SyntheticWorld(frames=6, size=(32, 32), friction=f).splits["train"][0]["video"] for f in (0.2, 0.0))
+    assert torch.equal(slowed[:, 0], free[:, 0]) and not torch.equal(slowed, free)  # the datamodule passes it on
+    with pytest.raises(ComponentError, match="friction must be in"):
+        SyntheticWorld(friction=1.0)
+
+
 def test_object_scale_enlarges_objects():
     from patchworld import ComponentError
     from patchworld.data.synthetic import COLOURS

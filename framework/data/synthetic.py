@@ -1,7 +1,7 @@
 """SyntheticWorld: procedurally rendered clips of moving objects, the embedded default data.
 
-Objects (shape, colour, size) move with a velocity, bounce off the walls, optionally fall under gravity,
-collide elastically with each other and occlude each other. Every clip
+Objects (shape, colour, size) move with a velocity, bounce off the walls, optionally fall under gravity
+and slow down under friction, collide elastically with each other and occlude each other. Every clip
 is a pure function of (seed, split, index), carries captions with paraphrases and ground-truth labels for
 probes, and can be rendered with an *impossible* event (teleport, vanish, pass-through, colour flip) with
 the same initial conditions as its possible twin.
@@ -85,12 +85,14 @@ class Scene:
     gravity: bool
     reversed: bool
     background: np.ndarray  # (3,) top colour of a vertical gradient
+    friction: float = 0.0  # fraction of its velocity every object loses each frame
 
 
 def make_scene(rng: np.random.Generator, aspect: float, max_objects: int, gravity_prob: float,
-               reverse_prob: float, collision_course: bool = False, object_scale: float = 1.0) -> Scene:
+               reverse_prob: float, collision_course: bool = False, object_scale: float = 1.0,
+               friction: float = 0.0) -> Scene:
     """Sample initial conditions. `aspect` = W/H; the world is [0, aspect] x [0, 1] if W >= H.
-    `object_scale` multiplies every radius (1 = the default sizes)."""
+    `object_scale` multiplies every radius (1 = the default sizes); `friction` is kept for `simulate`."""
     extent = np.array([max(aspect, 1.0), max(1.0 / aspect, 1.0)])  # (x, y) size in shorter-side units
     count = 2 if collision_course else int(rng.integers(1, max_objects + 1))
     shapes = [SHAPES[i] for i in rng.integers(0, len(SHAPES), count)]
@@ -115,7 +117,7 @@ def make_scene(rng: np.random.Generator, aspect: float, max_objects: int, gravit
     return Scene(
         shapes=shapes, colours=colours, sizes=sizes, radii=radii, position=position, velocity=velocity,
         speed=speed, gravity=bool(rng.random() < gravity_prob) and not collision_course,
-        reversed=bool(rng.random() < reverse_prob), background=rng.uniform(0.0, 0.25, 3),
+        reversed=bool(rng.random() < reverse_prob), background=rng.uniform(0.0, 0.25, 3), friction=friction,
     )
 
 
@@ -134,6 +136,7 @@ def simulate(scene: Scene, frames: int, aspect: float, violation: str = "none", 
         positions[frame] = pos
         if scene.gravity:
             vel[:, 1] += _GRAVITY
+        vel = vel * (1.0 - scene.friction)  # friction: the one time-irreversible force (played backwards, things speed up)
         pos = pos + vel
         low, high = pos < radii[:, None], pos > extent - radii[:, None]
         bounced |= bool((low | high)[0].any())
@@ -219,12 +222,13 @@ class SyntheticClips(Dataset):
 
     def __init__(self, length: int, split: str, frames: int, size: tuple[int, int], seed: int = 0,
                  max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
-                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0):
+                 impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0,
+                 friction: float = 0.0):
         if split not in SPLITS:
             raise ComponentError(f"SyntheticWorld: unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.length, self.split, self.frames, self.size, self.seed = length, split, frames, tuple(size), seed
         self.max_objects, self.gravity_prob, self.reverse_prob = max_objects, gravity_prob, reverse_prob
-        self.impossible_prob, self.object_scale = impossible_prob, object_scale
+        self.impossible_prob, self.object_scale, self.friction = impossible_prob, object_scale, friction
         unknown = set(violations) - set(VIOLATIONS[1:])
         if unknown:
             raise ComponentError(f"SyntheticWorld: unknown violations {sorted(unknown)}; valid: {', '.join(VIOLATIONS[1:])}")
@@ -240,12 +244,12 @@ class SyntheticClips(Dataset):
         if self.impossible_prob and rng.random() < self.impossible_prob:
             violation = self.violations[int(rng.integers(0, len(self.violations)))]
         return render(rng, frames, height, width, violation, self.max_objects, self.gravity_prob,
-                      self.reverse_prob, object_scale=self.object_scale) | {"index": index}
+                      self.reverse_prob, object_scale=self.object_scale, friction=self.friction) | {"index": index}
 
 
 def render(rng: np.random.Generator, frames: int, height: int, width: int, violation: str = "none",
            max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
-           collision_course: bool | None = None, object_scale: float = 1.0) -> dict:
+           collision_course: bool | None = None, object_scale: float = 1.0, friction: float = 0.0) -> dict:
     """Render one clip: {"video": (3, T, H, W) in [-1, 1], "caption", "captions", "labels"}.
 
     Everything random is drawn from `rng` before the violation is applied, so the same rng state with
@@ -256,7 +260,7 @@ def render(rng: np.random.Generator, frames: int, height: int, width: int, viola
     aspect = width / height
     if collision_course is None:
         collision_course = violation == "pass_through"
-    scene = make_scene(rng, aspect, max_objects, gravity_prob, reverse_prob, collision_course, object_scale)
+    scene = make_scene(rng, aspect, max_objects, gravity_prob, reverse_prob, collision_course, object_scale, friction)
     event_frame = int(rng.integers(frames // 4, max(frames // 4 + 1, 3 * frames // 4)))
     caption_pick, flip_pick = int(rng.integers(0, 3)), int(rng.integers(0, 2))
     positions, visible, events = simulate(scene, frames, aspect, violation, event_frame)
@@ -313,6 +317,9 @@ class SyntheticWorld(pl.LightningDataModule):
         impossible_prob: fraction of clips with an impossible event, drawn from `violations`.
         violations: which impossible events to draw.
         object_scale: multiplies every object's radius (1: radii of 7-15% of the shorter side; at most 3).
+        friction: fraction of its velocity every object loses each frame (0: none, the default). Elastic
+            bounces and gravity are time-reversible; friction is not, so with it a clip played backwards
+            (`reverse_prob`) can be told from one played forwards.
         num_workers: DataLoader worker processes (rendering takes about a millisecond per clip).
         seed: everything is a deterministic function of it.
     """
@@ -324,12 +331,14 @@ class SyntheticWorld(pl.LightningDataModule):
                  batch_size: int = 8, train_size: int = 4096, val_size: int = 256, test_size: int = 256,
                  predict_size: int = 8, max_objects: int = 3, gravity_prob: float = 0.3, reverse_prob: float = 0.0,
                  impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0,
-                 num_workers: int = 0, seed: int = 0):
+                 friction: float = 0.0, num_workers: int = 0, seed: int = 0):
         super().__init__()
         if not 1 <= max_objects <= 3:
             raise ComponentError(f"SyntheticWorld.max_objects must be 1, 2 or 3, got {max_objects}")
         if not 0 < object_scale <= 3:
             raise ComponentError(f"SyntheticWorld.object_scale must be in (0, 3] so objects fit the frame, got {object_scale}")
+        if not 0 <= friction < 1:
+            raise ComponentError(f"SyntheticWorld.friction must be in [0, 1) (the fraction of velocity lost per frame), got {friction}")
         if buckets is None and bucket_weights is not None:
             raise ComponentError("SyntheticWorld.bucket_weights needs buckets: list the (T, H, W) shapes they weigh")
         self.buckets, self.bucket_weights = (parse_buckets(buckets, bucket_weights, "SyntheticWorld") if buckets
@@ -339,7 +348,7 @@ class SyntheticWorld(pl.LightningDataModule):
         first = self.buckets[0]
         self.splits = {
             split: SyntheticClips(n, split, first[0], first[1:], seed, max_objects, gravity_prob, reverse_prob,
-                                  impossible_prob, tuple(violations), object_scale)
+                                  impossible_prob, tuple(violations), object_scale, friction)
             for split, n in self.lengths.items()
         }
 

@@ -21,6 +21,7 @@ class DataSpec:
     probe_train / probe_val / probe_test: clips of each probe split (SyntheticWorld's train/val/test splits
         with `probe_seed`, disjoint from the training clips).
     object_scale: SyntheticWorld's object size factor, the same for every model (a recipe's own is overridden).
+    friction: SyntheticWorld's friction (velocity lost per frame; > 0 makes `reversed` identifiable).
     folder: a VideoFolder root with one sub-folder per class: models train on its training files and the
         probes predict the sub-folder label (task "label"); its held-out files are split in two for
         validation and test (physics then needs `physics.folder`: matched sets of your own).
@@ -33,6 +34,7 @@ class DataSpec:
     gravity_prob: float = 0.3
     reverse_prob: float = 0.5
     object_scale: float = 1.0
+    friction: float = 0.0
     seed: int = 0
     probe_seed: int = 1
     probe_train: int = 256
@@ -51,7 +53,7 @@ def training_data(d: DataSpec, frames: int) -> dict:
     return {"class_path": "SyntheticWorld", "init_args": {
         "frames": frames, "size": list(d.size), "batch_size": d.batch_size, "max_objects": d.max_objects,
         "gravity_prob": d.gravity_prob, "reverse_prob": d.reverse_prob, "object_scale": d.object_scale,
-        "seed": d.seed, "val_size": 16,
+        "friction": d.friction, "seed": d.seed, "val_size": 16,
         "test_size": 16, "train_size": 1_000_000}}
 
 
@@ -74,7 +76,7 @@ class ProbeClips:
                 world = SyntheticWorld(frames=d.frames, size=tuple(d.size), batch_size=self.batch_size,
                                        train_size=d.probe_train, val_size=d.probe_val, test_size=d.probe_test,
                                        max_objects=d.max_objects, gravity_prob=d.gravity_prob,
-                                       reverse_prob=d.reverse_prob, object_scale=d.object_scale,
+                                       reverse_prob=d.reverse_prob, object_scale=d.object_scale, friction=d.friction,
                                        seed=d.probe_seed)
                 for name in ("train", "val", "test"):
                     loader = torch.utils.data.DataLoader(world.splits[name], batch_size=self.batch_size,

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..data.video_io import check_writable
 from ..errors import PatchworldError
+from .ceiling import CeilingSpec
 from .clips import DataSpec
 from .contestants import Baseline, ModelSpec
 from .physics import PhysicsSpec, as_spec, ranked_pairs, write_physics
@@ -37,6 +38,10 @@ def parser():
                    help="matched physics sets and their scoring (as for patchworld physics)")
     p.add_argument("--tasks", type=dict[str, list[str]] | None, default=None,
                    help="task families {family: [task, ...]} (default appearance/motion/physics)")
+    p.add_argument("--ceiling", type=CeilingSpec | None, default=CeilingSpec(),
+                   help="the supervised ceiling every task is measured against (null: none, no gap closed)")
+    p.add_argument("--keep_unlearnable", type=list[str], default=[],
+                   help="tasks to keep although their ceiling is not above chance (reported, in no family average)")
     p.add_argument("--budget_flops", type=float | None, default=None,
                    help="training FLOPs per model (steps = budget / FLOPs per step); null = each recipe's max_steps")
     p.add_argument("--extract_batch_size", type=int, default=64, help="clips per batch for features and surprise")
@@ -85,7 +90,8 @@ def make_study(init) -> Study:
     return Study([_as(ModelSpec, m) for m in init.models], [_as(Baseline, b) for b in init.baselines],
                  _as(DataSpec, init.data), _as(ProbeSpec, init.probe), init.budget_flops, Path(init.output),
                  init.tasks, init.extract_batch_size, init.bf16, init.device, init.progress, init.probe_threads,
-                 as_spec(init.physics))
+                 as_spec(init.physics), _as(CeilingSpec, init.ceiling) if init.ceiling is not None else None,
+                 init.keep_unlearnable)
 
 
 def run_study(init, config: dict | None = None) -> dict:
@@ -96,7 +102,8 @@ def run_study(init, config: dict | None = None) -> dict:
                "fractions": [str(f) for f in study.probe.fractions], "seeds": study.probe.seeds,
                "sweep": {"lr": study.probe.lrs, "weight_decay": study.probe.weight_decays},
                "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "models": results["models"],
-               "differences": results["differences"], "physics": results.get("physics")}
+               "differences": results["differences"], "physics": results.get("physics"),
+               "ceilings": results["ceilings"], "gap_closed": results["gap_closed"]}
     write_outputs(results, Path(init.output))
     return results
 

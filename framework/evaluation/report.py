@@ -41,6 +41,48 @@ def _ci(cell: dict) -> str:
     return f"{cell['mean']:.3f} [{cell['ci']['low']:.3f}, {cell['ci']['high']:.3f}]"
 
 
+def _tasks(results: dict) -> list[str]:
+    """Every probed task: the families' (learnable) ones, then any kept although not learnable."""
+    tasks = [t for ts in results["families"].values() for t in ts]
+    return tasks + [t for t in results.get("ceilings") or {} if t not in tasks]
+
+
+def _gap(cell: dict | None) -> str:
+    return "—" if cell is None else f"{cell['value']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+
+
+def ceiling_markdown(results: dict) -> list[str]:
+    """Each task's chance and supervised ceiling, and each model's gap closed between its random-init
+    control (floor, 0) and the ceiling (1), per probe, with intervals; which tasks are not learnable."""
+    ceilings, gaps = results.get("ceilings") or {}, results.get("gap_closed") or {}
+    if not ceilings:
+        return []
+    top = max(results["fractions"], key=float)
+    lines = ["## Floors and ceilings", "",
+             "Ceiling: a small CNN trained supervised on the probe clips' labels (the step chosen on validation), "
+             "[bootstrap 95% interval over test clips]; a task whose interval does not clear chance is not learnable "
+             "at these data settings and is in no family average. Gap closed = (model - floor) / (ceiling - floor), "
+             f"the floor being the model's own random-init control ({float(top):.0%} labels, paired bootstrap over the "
+             "same test clips; — where the ceiling is not above the floor).", ""]
+    unlearnable = [t for t, c in ceilings.items() if not c["learnable"]]
+    if unlearnable:
+        lines += [f"Not learnable here (kept on request): {', '.join(unlearnable)}.", ""]
+    rows = [*results["families"], *_tasks(results)]
+    for kind in PROBES:
+        models = list(gaps)
+        lines += [f"Gap closed, {kind} probe:", "", "| | chance | ceiling | " + " | ".join(models) + " |",
+                  "|---" * (3 + len(models)) + "|"]
+        for key in rows:
+            if key in ceilings:
+                c = ceilings[key]
+                head = f"| {key} | {c['chance']:.3f} | {_ci(c)}{'' if c['learnable'] else ' (not learnable)'} |"
+            else:
+                head = f"| **{key}** | | |"
+            lines.append(head + " " + " | ".join(_gap(gaps[m][kind].get(key)) for m in models) + " |")
+        lines.append("")
+    return lines
+
+
 def _where(point) -> str:
     return "default" if point in ("default", {}) else ", ".join(f"{k} {v}" for k, v in point.items())
 
@@ -51,7 +93,7 @@ def report_markdown(results: dict) -> str:
     from .physics import physics_markdown
 
     families = results["families"]
-    tasks = [t for ts in families.values() for t in ts]
+    tasks = _tasks(results)
     top = max(results["fractions"], key=float)
     lines = [f"# patchworld compare — {results['name']}", "",
              f"{len(results['models'])} feature sources; probes: attentive (learned-query cross-attention over all "
@@ -80,6 +122,7 @@ def report_markdown(results: dict) -> str:
                     lines.append(f"| {family} | {d['a']} | {d['b']} | {d['value']:+.3f} | "
                                  f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['label']} |")
             lines.append("")
+    lines += ceiling_markdown(results)
     lines += ["## Mean accuracy over all tasks vs label fraction", "",
               "| model | probe | " + " | ".join(f"{float(f):.0%}" for f in results["fractions"]) + " |",
               "|---" * (2 + len(results["fractions"])) + "|"]
@@ -109,8 +152,8 @@ def report_markdown(results: dict) -> str:
 
 
 def write_plots(results: dict, directory: Path) -> list[Path]:
-    """compare-families.png, compare-fractions.png, compare-cost.png, and physics-curves.png and
-    physics-accuracy.png when the study scored physics."""
+    """compare-families.png, compare-fractions.png, compare-cost.png, compare-gap.png when the study measured
+    ceilings, and physics-curves.png and physics-accuracy.png when it scored physics."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,6 +206,24 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
         plot_curves(results["physics"], directory / "physics-curves.png")
         plot_accuracy(results["physics"], directory / "physics-accuracy.png", results["physics"]["spec"]["score"])
         written += [directory / "physics-curves.png", directory / "physics-accuracy.png"]
+
+    gaps = results.get("gap_closed") or {}
+    if gaps:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+        width = 0.8 / len(gaps)
+        for ax, kind in zip(axes, PROBES):
+            for i, (name, per_probe) in enumerate(gaps.items()):
+                cells = [per_probe[kind].get(f) for f in families]
+                values = [c["value"] if c else 0.0 for c in cells]
+                err = [[c["value"] - c["low"] if c else 0.0 for c in cells], [c["high"] - c["value"] if c else 0.0 for c in cells]]
+                ax.bar(np.arange(len(families)) + i * width, values, width, yerr=err, capsize=2, label=name)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axhline(1, color="k", lw=0.8, ls="--")
+            ax.set_xticks(np.arange(len(families)) + width * (len(gaps) - 1) / 2, families)
+            ax.set_title(f"{kind} probe: gap closed (0 = random init, 1 = supervised)")
+        axes[0].set_ylabel("gap closed")
+        axes[1].legend(fontsize=7)
+        save(fig, "compare-gap.png")
 
     names = list(results["models"])
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))

@@ -32,6 +32,7 @@ __all__ = [
     "bootstrap",
     "accuracy_estimate",
     "paired_difference",
+    "gap_closed",
     "relative_accuracy",
     "physics_estimates",
     "physics_difference",
@@ -186,6 +187,29 @@ def paired_difference(a, b, *, resamples: int = 2000, level: float = 0.95, seed:
         )
     per_clip = _per_clip_accuracy(a_arr, "a") - _per_clip_accuracy(b_arr, "b")
     return _bootstrap_mean(per_clip, resamples, level, seed)
+
+
+def gap_closed(model, floor, ceiling, *, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate | None:
+    """The share of the way from `floor` to `ceiling` a model's accuracy covers: (model - floor) / (ceiling -
+    floor), 0 at the floor (a random-init control), 1 at the ceiling (a supervised model), with a paired
+    bootstrap over the shared test clips (each resample draws one set of clips for all three).
+
+    Correctness as for `paired_difference`, on the SAME clips. None when the ceiling is not above the floor
+    (the ratio means nothing there); resamples where it is not are left out of the interval.
+    """
+    per_clip = [_per_clip_accuracy(x, name) for x, name in ((model, "model"), (floor, "floor"), (ceiling, "ceiling"))]
+    if len({len(p) for p in per_clip}) != 1:
+        raise ValueError(f"model, floor and ceiling must be scored on the same test clips; got {[len(p) for p in per_clip]}")
+    _check_options(resamples, level)
+    m, f, c = per_clip
+    if c.mean() <= f.mean():
+        return None
+    units = len(m)
+    stacked = np.stack([m, f, c], axis=1)  # (clips, 3)
+    means = np.concatenate([_counts(batch, units) @ stacked / units for batch in _index_batches(units, resamples, seed)])
+    spread = means[:, 2] - means[:, 1]
+    ratio = (means[:, 0] - means[:, 1])[spread > 0] / spread[spread > 0]
+    return _interval(float((m.mean() - f.mean()) / (c.mean() - f.mean())), ratio, level)
 
 
 # ------------------------------------------------------------------------------------- physics surprise

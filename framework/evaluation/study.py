@@ -1,6 +1,9 @@
 """The study behind ``patchworld compare``: frozen probes, physics surprise and cost of every contestant.
 
-For every model of a study config (trained here from a recipe to a matched FLOP budget, or loaded from a
+First, every task's **ceiling**: a small CNN trained supervised on the probe clips' labels
+(`patchworld.evaluation.ceiling`); a task whose ceiling is not clearly above chance is refused (one line)
+unless listed under `keep_unlearnable`, and is then reported but left out of every family average. Then, for
+every model of a study config (trained here from a recipe to a matched FLOP budget, or loaded from a
 checkpoint) and every baseline (raw pixels, a random-init network):
 
 1. **cost**: training FLOPs per step (`cost.flop_counter`, attention included, on one forward+backward),
@@ -17,7 +20,9 @@ checkpoint) and every baseline (raw pixels, a random-init network):
 4. **physics**: each model's own predictive surprise on matched possible/impossible sets
    (`patchworld.evaluation.physics`, the code behind ``patchworld physics``).
 
-Every trained model is joined by its random-init control (the same recipe, untrained). It writes
+Every trained model is joined by its random-init control (the same recipe, untrained), its *floor*: each
+model's **gap closed** per task and family is (model - floor) / (ceiling - floor), with a paired bootstrap
+interval over test clips (`statistics.gap_closed`). It writes
 report.md, results.json and plots (compare-*.png, physics-*.png) atomically under the output directory.
 
 The clips live in `clips`, the contestants (trained, loaded, controls, baselines) in `contestants`, the
@@ -38,12 +43,13 @@ from tqdm.auto import tqdm
 from ..data.synthetic import TASKS
 from ..errors import ComponentError, PatchworldError
 from ..precision import autocast_bf16
+from .ceiling import CeilingResult, CeilingSpec, supervised_ceiling
 from .clips import DataSpec, ProbeClips
 from .contestants import Baseline, Contestants, ModelSpec, PixelFeatures, entries
 from .features import FeatureSet, extract_features, load_features, save_features
 from .physics import PhysicsRun, PhysicsSpec, ranked_pairs
 from .probes import PROBES, probe_inputs, probe_sweep
-from .statistics import accuracy_estimate, label, paired_difference
+from .statistics import accuracy_estimate, gap_closed, label, paired_difference
 
 FAMILIES: dict[str, list[str]] = {
     "appearance": ["shape", "colour"],
@@ -91,12 +97,14 @@ class Study:
     def __init__(self, models: list[ModelSpec], baselines: list[Baseline], data: DataSpec, probe: ProbeSpec,
                  budget_flops: float | None, output: Path, tasks: dict[str, list[str]] | None = None,
                  extract_batch_size: int = 64, bf16: bool = True, device: str = "cpu", progress: bool = True,
-                 probe_threads: int | None = None, physics: PhysicsSpec | None = None):
+                 probe_threads: int | None = None, physics: PhysicsSpec | None = None,
+                 ceiling: CeilingSpec | None = None, keep_unlearnable: list[str] | None = None):
         self.models, self.baselines, self.data, self.probe = models, baselines, data, probe
         self.output = Path(output)
         self.families = tasks or ({"label": ["label"]} if data.folder else FAMILIES)
         self.tasks = [task for family in self.families.values() for task in family]
-        if not data.folder and (baselines or any(not m.features for m in models)):  # SyntheticWorld's labels
+        self.reads_clips = bool(baselines) or any(not m.features for m in models)  # else: precomputed features only
+        if not data.folder and self.reads_clips:  # SyntheticWorld's labels
             unknown = sorted(set(self.tasks) - set(TASKS))
             if unknown:
                 raise ComponentError(f"compare: unknown task(s) {unknown} under tasks; SyntheticWorld tasks: {', '.join(TASKS)}")
@@ -112,6 +120,11 @@ class Study:
         self.physics_spec = physics if physics is not None and (not data.folder or physics.folder) else None
         self._physics: PhysicsRun | None = None
         self.correct: dict[str, dict] = {}  # name -> {probe: {fraction: {task: (seeds, N) bool}}}
+        unknown = sorted(set(keep_unlearnable or []) - set(self.tasks))
+        if unknown:
+            raise ComponentError(f"compare: keep_unlearnable names {unknown}, not tasks of this study: {', '.join(self.tasks)}")
+        self.ceiling_spec, self.keep_unlearnable = ceiling, list(keep_unlearnable or [])
+        self.ceilings: dict[str, CeilingResult] = {}
 
     @property
     def physics(self) -> PhysicsRun | None:
@@ -236,13 +249,64 @@ class Study:
                     out[kind][family].append({"a": a, "b": b, **estimate.as_dict(), "label": label(estimate)})
         return out
 
+    # ---- ceilings and gap closed -------------------------------------------------------------------------
+    def measure_ceilings(self) -> None:
+        """Every task's supervised ceiling on the probe clips; refuses a task whose ceiling is not clearly above
+        chance (unless kept: then it is probed and reported, but no family average includes it)."""
+        if self.ceiling_spec is None or not self.reads_clips:
+            return
+        clips = [self.probe_clips(split) for split in ("train", "val", "test")]
+        with tqdm(total=self.ceiling_spec.steps, desc="compare [supervised ceilings]", unit="step",
+                  disable=not self.progress) as bar:  # closed before a refusal, so the error has its own line
+            self.ceilings = supervised_ceiling(*clips, self.tasks, self.ceiling_spec, progress=lambda step: bar.update(step - bar.n))
+        unlearnable = [t for t, c in self.ceilings.items() if not c.learnable]
+        refused = [t for t in unlearnable if t not in self.keep_unlearnable]
+        if refused:
+            told = ", ".join(f"{t} {self.ceilings[t].test_accuracy:.2f} [{self.ceilings[t].estimate.low:.2f}, "
+                             f"{self.ceilings[t].estimate.high:.2f}] vs chance {self.ceilings[t].chance:.2f}" for t in refused)
+            raise ComponentError(f"compare: no better than chance even supervised at these data settings: {told}; change "
+                                 "data (object_scale, friction, frames, size, probe_train), drop the task from tasks, or "
+                                 "list it under keep_unlearnable")
+        self.families = {family: kept for family, tasks in self.families.items()
+                         if (kept := [t for t in tasks if t not in unlearnable])}
+        if not self.families:
+            raise ComponentError(f"compare: no task is learnable at these data settings ({', '.join(unlearnable)} all at "
+                                 "chance even supervised): nothing left to average; change data or tasks")
+
+    def gaps_closed(self, controls: dict[str, str]) -> dict:
+        """{model: {probe: {task or family: gap closed with its interval, or None}}} at the largest label
+        fraction, for every model with a random-init control (its floor), against the supervised ceiling."""
+        if not self.ceilings:
+            return {}
+        top = str(max(self.probe.fractions))
+        ceiling = {task: c.test_correct for task, c in self.ceilings.items()}
+        ceiling |= {family: torch.stack([ceiling[t].float() for t in tasks]).mean(0) for family, tasks in self.families.items()}
+        out: dict = {}
+        for model, control in controls.items():
+            if model not in self.correct or control not in self.correct:
+                continue
+            out[model] = {}
+            for kind in PROBES:
+                estimates = {key: gap_closed(self.per_clip(model, kind, top, key), self.per_clip(control, kind, top, key),
+                                             ceiling[key])
+                             for key in [*self.families, *self.tasks]}
+                out[model][kind] = {key: e.as_dict() if e is not None else None for key, e in estimates.items()}
+        return out
+
+    def per_clip(self, name: str, kind: str, fraction: str, key: str) -> torch.Tensor:
+        """(seeds, N) correctness of a model's probe on a task, or the share of a family's tasks it gets right."""
+        if key in self.families:
+            return self.family_correct(self.correct[name], kind, fraction, key)
+        return self.correct[name][kind][fraction][key]
+
     # ---- the whole study --------------------------------------------------------------------------------
     def run(self) -> dict:
         start = time.perf_counter()
         torch.manual_seed(0)
+        self.measure_ceilings()  # first: a task nobody can learn stops the study before any training
+        bar = tqdm(self.entries(), desc="compare", unit="model", disable=not self.progress)
         results: dict = {"config": None, "families": self.families, "models": {}}
         controls: dict[str, str] = {}
-        bar = tqdm(self.entries(), desc="compare", unit="model", disable=not self.progress)
         for role, spec in bar:
             bar.set_description(f"compare [{spec.name}]")
             entry: dict = {"role": role}
@@ -273,6 +337,8 @@ class Study:
             results["models"][spec.name] = entry
             del model
         results["differences"] = self.differences(controls)
+        results["ceilings"] = {task: c.as_dict() for task, c in self.ceilings.items()}
+        results["gap_closed"] = self.gaps_closed(controls)
         if self._physics is not None:
             results["physics"] = self._physics.results(ranked_pairs(self._physics, controls))
         results["wall_time_s"] = time.perf_counter() - start

@@ -1,0 +1,54 @@
+"""Which probe tasks can be learnt at all at a study's data settings: the supervised ceiling of every task
+(`patchworld.evaluation.ceiling`, the one `patchworld compare` measures first) for several SyntheticWorld
+settings, next to chance. A task whose ceiling does not clear chance cannot tell models apart there.
+
+    python benchmarks/ceilings.py                                  # compare-tiny's data, then the variants below
+    python benchmarks/ceilings.py --settings '{"friction": 0.2}'   # one setting (over compare-tiny's data)
+
+Prints a markdown table (test accuracy [95% interval], `!` where not learnable) and the seconds each took.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from patchworld.evaluation.ceiling import CeilingSpec, supervised_ceiling
+from patchworld.evaluation.clips import DataSpec, ProbeClips
+from patchworld.evaluation.study import FAMILIES
+
+#: compare-tiny's data (recipes/compare-tiny.yaml)
+BASE = {"frames": 8, "size": [32, 32], "max_objects": 3, "gravity_prob": 0.3, "reverse_prob": 0.5, "probe_train": 384,
+        "probe_val": 128, "probe_test": 256}
+VARIANTS = [{}, {"object_scale": 2.0, "friction": 0.1}, {"object_scale": 2.0, "friction": 0.1, "probe_train": 1024},
+            {"object_scale": 2.5, "friction": 0.2}, {"object_scale": 2.0, "friction": 0.2, "probe_train": 2048}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", action="append", help="JSON overrides of compare-tiny's data (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tasks = [t for family in FAMILIES.values() for t in family]
+    settings = [json.loads(s) for s in args.settings] if args.settings else VARIANTS
+    print("| data (over compare-tiny's) | " + " | ".join(tasks) + " | seconds |")
+    print("|---" * (len(tasks) + 2) + "|")
+    for overrides in settings:
+        clips = ProbeClips(DataSpec(**(BASE | overrides)), 64)
+        start = time.perf_counter()
+        result = supervised_ceiling(clips("train"), clips("val"), clips("test"), tasks, CeilingSpec())
+        seconds = time.perf_counter() - start
+        cells = []
+        for task in tasks:
+            c, e = result[task], result[task].estimate
+            cells.append(f"{c.test_accuracy:.2f} [{e.low:.2f}, {e.high:.2f}]{'' if c.learnable else ' !'} ({c.chance:.2f})")
+        print(f"| {json.dumps(overrides) if overrides else 'as shipped'} | " + " | ".join(cells) + f" | {seconds:.0f} |",
+              flush=True)
+    print("\ncells: ceiling test accuracy [95% interval] (chance = most common test class); ! = not learnable")
+
+
+if __name__ == "__main__":
+    main()
