@@ -81,6 +81,12 @@ def make_corrupt_mp4():
     return write_corrupt_mp4
 
 
+#: a one-block V-JEPA that trains in a study in seconds: a study model entry's `overrides` (YAML)
+TINY_VJEPA_OVERRIDES = ('[--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1", '
+                        '--model.backbone.init_args.heads, "2", --model.objective.init_args.predictor_dim, "16", '
+                        '--model.objective.init_args.predictor_depth, "1", --model.objective.init_args.predictor_heads, '
+                        '"2", --trainer.precision, 32-true]')
+
 #: a tiny causal VAE (2x4x4 compression, 4 latent channels)
 VAE_ARCH = {"compression": [2, 4, 4], "latent_channels": 4, "width": 8, "multipliers": [1, 2], "blocks": [0, 1]}
 

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import TINY_VJEPA_OVERRIDES
 
 from patchworld.evaluation.ceiling import CeilingSpec, supervised_ceiling
 from patchworld.evaluation.statistics import gap_closed
@@ -59,10 +60,7 @@ budget_flops: 3.0e7
 models:
   - name: vjepa
     recipe: vjepa-tiny
-    overrides: [--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1",
-                --model.backbone.init_args.heads, "2", --model.objective.init_args.predictor_dim, "16",
-                --model.objective.init_args.predictor_depth, "1", --model.objective.init_args.predictor_heads, "2",
-                --trainer.precision, 32-true]
+    overrides: {overrides}
     search: {{depth: [1]}}
 baselines: [{{name: pixels, kind: pixels, patch_size: [2, 8, 8]}}]
 physics: {{violations: [permanence], sets: 2, frames: 8, size: [24, 24], context: 4, resamples: 100}}
@@ -70,15 +68,19 @@ physics: {{violations: [permanence], sets: 2, frames: 8, size: [24, 24], context
 """
 
 
+def study_yaml(extra: str) -> str:
+    return textwrap.dedent(STUDY.format(extra=extra, overrides=TINY_VJEPA_OVERRIDES))
+
+
 def test_a_study_refuses_a_task_no_one_can_learn_unless_told_to_keep_it(run_cli, tmp_path, capsys):
     # no clip is played backwards: `reversed` is always "forward", so nothing can beat chance (1.0) on it
-    (tmp_path / "study.yaml").write_text(textwrap.dedent(STUDY.format(extra="")))
+    (tmp_path / "study.yaml").write_text(study_yaml(""))
     assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "reversed" in error and "keep_unlearnable" in error and "colour" not in error
     assert not (tmp_path / "out" / "report.md").exists()
 
-    (tmp_path / "kept.yaml").write_text(textwrap.dedent(STUDY.format(extra="keep_unlearnable: [reversed]")))
+    (tmp_path / "kept.yaml").write_text(study_yaml("keep_unlearnable: [reversed]"))
     assert run_cli("compare", "--config", "kept.yaml", "--progress", "false") == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["families"] == {"appearance": ["colour"]}  # reversed is in no family average

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import TINY_VJEPA_OVERRIDES
 
 from patchworld import WorldModel
 from patchworld.evaluation.contestants import PixelFeatures, fit_frames
@@ -168,10 +169,7 @@ ceiling: null   # 16 test clips make every task's ceiling indistinguishable from
 models:
   - name: vjepa
     recipe: vjepa-tiny
-    overrides: [--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1",
-                --model.backbone.init_args.heads, "2", --model.objective.init_args.predictor_dim, "16",
-                --model.objective.init_args.predictor_depth, "1", --model.objective.init_args.predictor_heads, "2",
-                --trainer.precision, 32-true]
+    overrides: """ + TINY_VJEPA_OVERRIDES + """
 baselines:
   - {name: pixels, kind: pixels, patch_size: [2, 8, 8]}
   - name: random-vit
