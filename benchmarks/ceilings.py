@@ -4,6 +4,7 @@ settings, next to chance. A task whose ceiling does not clear chance cannot tell
 
     python benchmarks/ceilings.py                                  # compare-tiny's data, then the variants below
     python benchmarks/ceilings.py --settings '{"friction": 0.2}'   # one setting (over compare-tiny's data)
+    python benchmarks/ceilings.py --steps 1000 --eval_every 50     # a shorter-trained ceiling
 
 Prints a markdown table (test accuracy [95% interval], `!` where not learnable) and the seconds each took.
 """
@@ -29,6 +30,8 @@ VARIANTS = [{}, {"object_scale": 2.0, "friction": 0.1}, {"object_scale": 2.0, "f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", action="append", help="JSON overrides of compare-tiny's data (repeatable)")
+    parser.add_argument("--steps", type=int, default=CeilingSpec.steps, help="the ceiling's training steps")
+    parser.add_argument("--eval_every", type=int, default=CeilingSpec.eval_every, help="validation every this many steps")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -39,7 +42,7 @@ def main() -> None:
     for overrides in settings:
         clips = ProbeClips(DataSpec(**(BASE | overrides)), 64)
         start = time.perf_counter()
-        result = supervised_ceiling(clips("train"), clips("val"), clips("test"), tasks, CeilingSpec())
+        result = supervised_ceiling(clips("train"), clips("val"), clips("test"), tasks, CeilingSpec(steps=args.steps, eval_every=args.eval_every))
         seconds = time.perf_counter() - start
         cells = []
         for task in tasks:

@@ -11,6 +11,7 @@ The ceiling is one network for every contestant, so each model's *gap closed* â€
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +26,12 @@ class CeilingSpec:
     """How the supervised ceiling trains: AdamW at `lr` for `steps` steps of `batch_size` clips, a CNN of
     `width` channels at its first layer; each task's step chosen on validation every `eval_every` steps."""
 
-    steps: int = 1000
+    steps: int = 3000
     lr: float = 3e-3
     weight_decay: float = 0.05
     width: int = 32
     batch_size: int = 64
-    eval_every: int = 50
+    eval_every: int = 100
     seed: int = 0
 
 
@@ -47,7 +48,7 @@ class ClipClassifier(nn.Module):
         channels = [3 * frames, width, 2 * width, 4 * width, 4 * width]
         layers = []
         for k, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=1 if k == 0 else 2, padding=1), nn.GroupNorm(8, c_out),
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=1 if k == 0 else 2, padding=1), nn.GroupNorm(math.gcd(8, c_out), c_out),
                        nn.GELU()]
         self.body = nn.Sequential(*layers)
         self.heads = TaskHeads(channels[-1], classes)

@@ -220,8 +220,8 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
             ax.axhline(0, color="k", lw=0.8)
             ax.axhline(1, color="k", lw=0.8, ls="--")
             ax.set_xticks(np.arange(len(families)) + width * (len(gaps) - 1) / 2, families)
-            ax.set_title(f"{kind} probe: gap closed (0 = random init, 1 = supervised)")
-        axes[0].set_ylabel("gap closed")
+            ax.set_title(f"{kind} probe, {float(top):.0%} labels")
+        axes[0].set_ylabel("gap closed (0 = random init, 1 = supervised)")
         axes[1].legend(fontsize=7)
         save(fig, "compare-gap.png")
 
