@@ -18,11 +18,9 @@ import torch
 
 from patchworld.evaluation.ceiling import CeilingSpec, supervised_ceiling
 from patchworld.evaluation.clips import DataSpec, ProbeClips
+from patchworld.evaluation.compare import parse_study
 from patchworld.evaluation.study import FAMILIES
 
-#: compare-tiny's data (recipes/compare-tiny.yaml)
-BASE = {"frames": 8, "size": [32, 32], "max_objects": 3, "gravity_prob": 0.3, "reverse_prob": 0.5, "probe_train": 384,
-        "probe_val": 128, "probe_test": 256}
 VARIANTS = [{}, {"object_scale": 2.0, "friction": 0.1}, {"object_scale": 2.0, "friction": 0.1, "probe_train": 1024},
             {"object_scale": 2.5, "friction": 0.2}, {"object_scale": 2.0, "friction": 0.2, "probe_train": 2048}]
 
@@ -37,12 +35,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tasks = [t for family in FAMILIES.values() for t in family]
     settings = [json.loads(s) for s in args.settings] if args.settings else VARIANTS
+    base = parse_study(["--config", "compare-tiny"])[1]["data"]  # the shipped study's data
     print("| data (over compare-tiny's) | " + " | ".join(tasks) + " | seconds |")
     print("|---" * (len(tasks) + 2) + "|")
     for overrides in settings:
-        clips = ProbeClips(DataSpec(**(BASE | overrides)), 64)
+        clips = ProbeClips(DataSpec(**(base | overrides)), 64)
         start = time.perf_counter()
-        result = supervised_ceiling(clips("train"), clips("val"), clips("test"), tasks, CeilingSpec(steps=args.steps, eval_every=args.eval_every))
+        spec = CeilingSpec(steps=args.steps, eval_every=args.eval_every)
+        result = supervised_ceiling(clips("train"), clips("val"), clips("test"), tasks, spec)
         seconds = time.perf_counter() - start
         cells = []
         for task in tasks:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
 
-from .probes import TaskHeads, select_by_validation
+from .probes import ProbeInputs, TaskHeads, probe_correct, select_by_validation
 from .statistics import Estimate, accuracy_estimate
 
 
@@ -71,7 +72,7 @@ class CeilingResult:
     chance: float
     test_correct: torch.Tensor  # (N,) bool
 
-    @property
+    @cached_property
     def estimate(self) -> Estimate:
         return accuracy_estimate(self.test_correct)
 
@@ -85,20 +86,10 @@ class CeilingResult:
                 "chance": self.chance, "step": self.step, "learnable": self.learnable}
 
 
-def _stack(batches: list[dict], tasks: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batches of clips -> videos (N, 3, T, H, W) and labels (N, tasks)."""
-    videos = torch.cat([b["video"] for b in batches]).float()
-    labels = torch.stack([torch.cat([b["labels"][task] for b in batches]) for task in tasks], dim=1)
-    return videos, labels
-
-
-@torch.no_grad()
-def _verdicts(model: nn.Module, videos: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(N, tasks) bool: whether the model gets each clip's label of each task right."""
-    model.eval()
-    out = torch.cat([model(videos[i : i + batch_size]).argmax(-1) for i in range(0, len(videos), batch_size)])
-    model.train()
-    return out == labels
+def _stack(batches: list[dict], tasks: list[str]) -> ProbeInputs:
+    """Batches of clips -> videos (N, 3, T, H, W) and labels {task: (N,)}."""
+    return ProbeInputs(torch.cat([b["video"] for b in batches]).float(),
+                       {task: torch.cat([b["labels"][task] for b in batches]) for task in tasks})
 
 
 def supervised_ceiling(train: list[dict], val: list[dict], test: list[dict], tasks: list[str],
@@ -107,8 +98,10 @@ def supervised_ceiling(train: list[dict], val: list[dict], test: list[dict], tas
     cross-entropies) and report each task's test verdicts at its best validation step. Batches are dicts
     with "video" (B, 3, T, H, W) and "labels" {task: (B,)}. `progress(step)` is called at each evaluation."""
     spec = spec or CeilingSpec()
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (_stack(s, tasks) for s in (train, val, test))
-    classes = [int(max(y[:, t].max() for y in (y_train, y_val, y_test))) + 1 for t in range(len(tasks))]
+    train, val, test = (_stack(s, tasks) for s in (train, val, test))
+    x_train = train.x  # (N, 3, T, H, W)
+    y_train = torch.stack([train.labels[task] for task in tasks], dim=1)  # (N, tasks)
+    classes = [int(max(s.labels[task].max() for s in (train, val, test))) + 1 for task in tasks]
     generator = torch.Generator().manual_seed(spec.seed)
     with torch.random.fork_rng():
         torch.manual_seed(spec.seed)
@@ -124,14 +117,14 @@ def supervised_ceiling(train: list[dict], val: list[dict], test: list[dict], tas
             (loss / len(index)).backward()
             optimizer.step()
             if step % spec.eval_every == 0 or step == spec.steps:
-                history.append((step, _verdicts(model, x_val, y_val, 256), _verdicts(model, x_test, y_test, 256)))
+                history.append((step, probe_correct(model, val, tasks, 256), probe_correct(model, test, tasks, 256)))
                 if progress is not None:
                     progress(step)
     results = {}
     for t, task in enumerate(tasks):
         best = select_by_validation([float(v[:, t].float().mean()) for _, v, _ in history])
         step, val_correct, test_correct = history[best]
-        chance = torch.bincount(y_test[:, t], minlength=classes[t]).max().item() / len(y_test)
+        chance = torch.bincount(test.labels[task], minlength=classes[t]).max().item() / len(test.x)
         results[task] = CeilingResult(task, step, float(val_correct[:, t].float().mean()),
                                       float(test_correct[:, t].float().mean()), chance, test_correct[:, t])
     return results
