@@ -99,3 +99,5 @@ def test_a_study_refuses_a_task_no_one_can_learn_unless_told_to_keep_it(run_cli,
     assert (tmp_path / "out" / "compare-gap.png").stat().st_size > 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Floors and ceilings" in report and "Not learnable here (kept on request): reversed" in report
+    gap_rows = [line for line in report.split("## Floors and ceilings")[1].splitlines() if line.startswith("| colour |")]
+    assert gap_rows and all(line.endswith(("resolved |", "within noise |")) for line in gap_rows)  # each gap labelled

@@ -48,7 +48,11 @@ def _tasks(results: dict) -> list[str]:
 
 
 def _gap(cell: dict | None) -> str:
-    return "—" if cell is None else f"{cell['value']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+    """+0.41 [+0.26, +0.55] resolved: a gap closed, its interval, and whether the interval excludes 0 (the floor)."""
+    if cell is None:
+        return "—"
+    resolved = "resolved" if cell["low"] > 0 or cell["high"] < 0 else "within noise"
+    return f"{cell['value']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}] {resolved}"
 
 
 def ceiling_markdown(results: dict) -> list[str]:
@@ -63,7 +67,7 @@ def ceiling_markdown(results: dict) -> list[str]:
              "[bootstrap 95% interval over test clips]; a task whose interval does not clear chance is not learnable "
              "at these data settings and is in no family average. Gap closed = (model - floor) / (ceiling - floor), "
              f"the floor being the model's own random-init control ({float(top):.0%} labels, paired bootstrap over the "
-             "same test clips; — where the ceiling is not above the floor).", ""]
+             "same test clips; resolved where the interval excludes 0; — where the ceiling is not above the floor).", ""]
     unlearnable = [t for t, c in ceilings.items() if not c["learnable"]]
     if unlearnable:
         lines += [f"Not learnable here (kept on request): {', '.join(unlearnable)}.", ""]
