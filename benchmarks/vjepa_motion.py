@@ -57,6 +57,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "p244-future-only": ("vjepa-tiny", P244 + [OBJ + "future_frames", "2", OBJ + "block_masks", "false"]),
     "p144-future": ("vjepa-tiny", P144 + [OBJ + "future_frames", "4"]),
     "motion": ("vjepa-motion", []),
+    "future-only-ema99": ("vjepa-tiny", [OBJ + "future_frames", "2", OBJ + "block_masks", "false",
+                                         OBJ + "ema", "[0.99, 0.999]"]),
+    "ema99": ("vjepa-tiny", [OBJ + "ema", "[0.99, 0.999]"]),
+    "dense": ("vjepa-tiny", [OBJ + "context_loss", "0.5"]),
+    "future-only-dense": ("vjepa-tiny", [OBJ + "future_frames", "2", OBJ + "block_masks", "false",
+                                         OBJ + "context_loss", "0.5"]),
 }
 
 
@@ -76,10 +82,12 @@ class _Bar:
         print(f"  .. {text}", flush=True)
 
 
-def study(output: Path, budget: float) -> Study:
-    data = DataSpec(frames=8, size=(32, 32), batch_size=16, max_objects=3, gravity_prob=0.3, reverse_prob=0.5,
-                    seed=0, probe_seed=1, probe_train=384, probe_val=128, probe_test=256)
-    probe = ProbeSpec(lrs=[3e-3, 3e-2], weight_decays=[1e-3, 1e-1], steps=150, heads=4, seeds=1, fractions=[1.0])
+def study(output: Path, budget: float, data: dict, probe: dict) -> Study:
+    """compare-tiny's data and probe protocol (one seed, all labels), with `data` / `probe` overriding fields."""
+    data = DataSpec(**{**dict(frames=8, size=(32, 32), batch_size=16, max_objects=3, gravity_prob=0.3, reverse_prob=0.5,
+                              seed=0, probe_seed=1, probe_train=384, probe_val=128, probe_test=256), **data})
+    probe = ProbeSpec(**{**dict(lrs=[3e-3, 3e-2], weight_decays=[1e-3, 1e-1], steps=150, heads=4, seeds=1,
+                                fractions=[1.0]), **probe})
     return Study([], [], data, probe, budget, output, tasks={"motion": TASKS}, bf16=False, progress=False)
 
 
@@ -91,10 +99,10 @@ def weights_hash(model) -> str:
     return h.hexdigest()[:16]
 
 
-def probe_every_depth(s: Study, model, frames: int) -> list[dict]:
-    """[{depth, val: {task}, test: {task}}] for d = 0..encoder depth."""
+def probe_every_depth(s: Study, model, frames: int, depths: list[int] | None) -> list[dict]:
+    """[{depth, val: {task}, test: {task}}] for d in `depths` (None: 0..encoder depth)."""
     rows = []
-    for depth in range(len(model.backbone.blocks) + 1):
+    for depth in range(len(model.backbone.blocks) + 1) if depths is None else depths:
         feats = {}
         for split in ("train", "val", "test"):
             batches = ({**b, "video": b["video"][:, :, :frames]} for b in s.probe_clips(split))
@@ -115,22 +123,24 @@ def chosen(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (statistics.fmean(r["val"].values()), -r["depth"]))
 
 
-def run(name: str, recipe: str, overrides: list[str], output: Path, budget: float, steps: int | None) -> dict:
+def run(name: str, recipe: str, overrides: list[str], output: Path, budget: float, steps: int | None,
+        data: dict, probe: dict, depths: list[int] | None) -> dict:
     overrides = list(overrides) + ["--trainer.precision", "32-true"]
-    s = study(output / name, budget)
+    s = study(output / name, budget, data, probe)
     if steps is not None:  # a fixed step count instead of the FLOP budget
         s.contestants.budget_flops = None
         overrides += ["--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1"]
     bar = _Bar()
     random_model, frames, _ = s.contestants.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides, train=False), bar)
-    key = weights_hash(random_model)
+    settings = hashlib.sha1(json.dumps([data, probe, depths], sort_keys=True).encode()).hexdigest()[:8]
+    key = f"{weights_hash(random_model)}-{settings}"  # the same network probed the same way on the same clips
     cache = output / f"random-init-{key}.json"
     if cache.exists():
         random_rows = json.loads(cache.read_text())
         print(f"random init: cached {cache}")
     else:
         print("random init:")
-        random_rows = probe_every_depth(s, random_model, frames)
+        random_rows = probe_every_depth(s, random_model, frames, depths)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(random_rows))
     del random_model
@@ -141,9 +151,10 @@ def run(name: str, recipe: str, overrides: list[str], output: Path, budget: floa
           f"{cost['train_flops']:.3g} in all)")
     print("trained:")
     started = time.perf_counter()
-    trained_rows = probe_every_depth(s, model, frames)
+    trained_rows = probe_every_depth(s, model, frames, depths)
     probe_time = time.perf_counter() - started
-    result = {"variant": name, "recipe": recipe, "overrides": overrides, "cost": cost, "probe_time_s": probe_time,
+    result = {"variant": name, "recipe": recipe, "overrides": overrides, "data": data, "probe": probe,
+              "cost": cost, "probe_time_s": probe_time,
               "random_init": random_rows, "trained": trained_rows, "random_init_key": key}
     (output / name).mkdir(parents=True, exist_ok=True)
     (output / name / "result.json").write_text(json.dumps(result, indent=1, default=str))
@@ -154,6 +165,7 @@ def table(result: dict) -> str:
     t, r = result["trained"], result["random_init"]
     ct, cr = chosen(t), chosen(r)
     lines = [f"variant {result['variant']}: recipe {result['recipe']} {' '.join(result['overrides'])}",
+             f"data {json.dumps(result.get('data', {}))}, probe {json.dumps(result.get('probe', {}))}",
              f"steps {result['cost']['steps']}, train {result['cost']['wall_time_s']:.0f} s, "
              f"train FLOPs {result['cost']['train_flops']:.3g}, probes {result['probe_time_s']:.0f} s", "",
              "| model | depth | " + " | ".join(TASKS) + " |", "|---|---|" + "---|" * len(TASKS)]
@@ -219,6 +231,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1e13, help="training FLOPs (the study's budget_flops)")
     parser.add_argument("--steps", type=int, help="train this many steps instead of the FLOP budget")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--data", type=json.loads, default={}, help='DataSpec fields over compare-tiny\'s, as JSON '
+                        '(the learnable settings: \'{"object_scale": 2, "friction": 0.2, "probe_train": 2048}\')')
+    parser.add_argument("--probe", type=json.loads, default={}, help='ProbeSpec fields, as JSON (e.g. \'{"steps": 600}\')')
+    parser.add_argument("--depths", type=int, nargs="+", help="encoder depths to probe (default: every one)")
     parser.add_argument("--output", default="runs/vjepa-motion-bench", help="checkpoints, results and cache")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     parser.add_argument("--reversed-bound", type=int, metavar="CLIPS", help="only estimate how identifiable "
@@ -239,7 +255,8 @@ def main() -> None:
     else:
         parser.error("give --variant or --recipe")
     start = time.perf_counter()
-    result = run(name, recipe, overrides, Path(args.output), args.budget, args.steps)
+    result = run(name, recipe, overrides, Path(args.output), args.budget, args.steps, args.data, args.probe,
+                 args.depths)
     print()
     print(table(result))
     print(f"\nwall time {time.perf_counter() - start:.0f} s (train + features + probes, both models)")

@@ -110,7 +110,9 @@ class TokenPredictor(nn.Module):
         trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, context_positions: torch.Tensor,
-                target_positions: torch.Tensor) -> torch.Tensor:
+                target_positions: torch.Tensor, with_context: bool = False):
+        """Predictions at the target positions (B, Nt, out_dim); with `with_context` also the predictions
+        at the context positions (B, Nc, out_dim) (V-JEPA 2.1's dense loss reads both)."""
         # context: (B, Nc, in_dim); context_positions: (B, Nc, 3); target_positions: (B, Nt, 3)
         context = self.embed(context) + sincos_3d(context_positions, self.dim).to(context.dtype)  # (B, Nc, dim)
         queries = self.mask_token + sincos_3d(target_positions, self.dim).to(context.dtype)  # (B, Nt, dim)
@@ -118,4 +120,8 @@ class TokenPredictor(nn.Module):
         with attention_backend(x):
             for block in self.blocks:
                 x = block(x)
-        return self.head(self.norm(x[:, context.shape[1]:]))  # (B, Nt, out_dim)
+        nc = context.shape[1]
+        if with_context:
+            out = self.head(self.norm(x))  # (B, Nc + Nt, out_dim)
+            return out[:, nc:], out[:, :nc]
+        return self.head(self.norm(x[:, nc:]))  # (B, Nt, out_dim)

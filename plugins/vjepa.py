@@ -131,14 +131,22 @@ class VJEPA(Objective):
             of the token frames). None (default): only the two multi-block families.
         block_masks: use the short- and long-range multi-block families (default True); False with
             `future_frames` trains on the future mask alone.
+        context_loss: weight of V-JEPA 2.1's dense loss on the *visible* tokens (0 = off, the V-JEPA loss):
+            the predictor also reproduces the target encoder's features at every context token, each
+            weighted `context_loss / sqrt(d)` with d its token distance to the nearest target (>= 1), so the
+            encoder has to keep local detail in the context tokens instead of only global summaries.
     """
 
     def __init__(self, predictor_dim: int = 96, predictor_depth: int = 4, predictor_heads: int = 4,
                  short_range: tuple[int, float] = (8, 0.15), long_range: tuple[int, float] = (2, 0.7),
                  aspect_ratio: tuple[float, float] = (0.75, 1.5), ema: tuple[float, float] = (0.998, 1.0),
                  anti_collapse: AntiCollapse = "ema", sigreg_weight: float = 0.05, sigreg_slices: int = 256,
-                 monitor_every: int = 10, future_frames: float | None = None, block_masks: bool = True):
+                 monitor_every: int = 10, future_frames: float | None = None, block_masks: bool = True,
+                 context_loss: float = 0.0):
         super().__init__()
+        if context_loss < 0:
+            raise ComponentError(f"VJEPA.context_loss must be >= 0 (0 = off), got {context_loss}")
+        self.context_loss = context_loss
         if future_frames is not None and future_frames <= 0:
             raise ComponentError(f"VJEPA.future_frames must be > 0 (token frames, or a fraction of them), got {future_frames}")
         if not block_masks and future_frames is None:
@@ -208,14 +216,25 @@ class VJEPA(Objective):
         return world.backbone(tokens, positions), positions
 
     def masked_predictions(self, world, latents: torch.Tensor, masks: list[BlockMask]):
-        """Yields (prediction (B, Nt, D), target indices (B, Nt)) for each mask family."""
+        """Yields (prediction (B, Nt, D), target indices (B, Nt), context loss (B,) or None) per mask family."""
         tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
         for mask in masks:
             context, target = mask.context.to(tokens.device), mask.target.to(tokens.device)
-            context_positions = gather_tokens(positions, context)  # (B, Nc, 3)
+            context_positions, target_positions = gather_tokens(positions, context), gather_tokens(positions, target)
             encoded = world.backbone(gather_tokens(tokens, context), context_positions)  # (B, Nc, D)
-            prediction = self.predictor(encoded, context_positions, gather_tokens(positions, target))  # (B, Nt, D)
-            yield prediction, target
+            if not self.context_loss:
+                yield self.predictor(encoded, context_positions, target_positions), target, None  # (B, Nt, D)
+                continue
+            prediction, at_context = self.predictor(encoded, context_positions, target_positions, with_context=True)
+            yield prediction, target, (context, at_context, context_positions, target_positions)
+
+    def dense_context_error(self, normed: torch.Tensor, context: torch.Tensor, at_context: torch.Tensor,
+                            context_positions: torch.Tensor, target_positions: torch.Tensor) -> torch.Tensor:
+        """V-JEPA 2.1's loss on the visible tokens (B,): L1 to the target features at each context token,
+        weighted context_loss / sqrt(distance to the nearest target token, at least 1)."""
+        distance = torch.cdist(context_positions.float(), target_positions.float()).amin(-1).clamp_min(1.0)  # (B, Nc)
+        error = (at_context.float() - gather_tokens(normed, context)).abs().mean(-1)  # (B, Nc)
+        return (self.context_loss * error / distance.sqrt()).mean(-1)
 
     def losses(self, world, video: torch.Tensor, masks: list[BlockMask]) -> dict[str, torch.Tensor]:
         """Per-sample L1 loss (B,) averaged over families, plus the raw tensors the monitors need."""
@@ -223,9 +242,9 @@ class VJEPA(Objective):
         target, _ = self.target_features(world, latents)  # (B, N, D)
         normed = F.layer_norm(target.float(), target.shape[-1:])  # (B, N, D)
         per_sample, predictions = [], []
-        for prediction, index in self.masked_predictions(world, latents, masks):
+        for prediction, index, dense in self.masked_predictions(world, latents, masks):
             error = (prediction.float() - gather_tokens(normed, index)).abs()  # (B, Nt, D)
-            per_sample.append(error.mean(dim=(1, 2)))
+            per_sample.append(error.mean(dim=(1, 2)) + (self.dense_context_error(normed, *dense) if dense else 0))
             predictions.append(prediction)
         return {"per_sample": torch.stack(per_sample).mean(0), "target": target, "prediction": predictions[-1]}
 

@@ -57,6 +57,23 @@ def test_the_attentive_probe_finds_a_label_that_mean_pooling_cannot():
     assert accuracy["linear"] < 0.65  # mean pooling erased the label: about chance
 
 
+def test_each_attentive_head_pools_its_own_channel_slice_with_its_own_weights():
+    """Head h of task t attends with its query over channel slice h only and returns that slice's pool."""
+    from patchworld.evaluation.probes import AttentiveProbe
+    probe = AttentiveProbe(8, [2, 2], heads=2)  # 2 tasks x 2 heads of 4 channels
+    tokens = torch.zeros(1, 3, 8)
+    tokens[0, 2] = torch.tensor([0.0, 1, 2, 3, 0, 5, 6, 7])  # values, zero in both marker channels
+    tokens[0, 0, 0], tokens[0, 1, 4] = 1.0, 1.0  # the markers of head 0 (channel 0) and head 1 (channel 4)
+    with torch.no_grad():
+        probe.queries.zero_()
+        probe.queries[0, 0, 0] = probe.queries[1, 1, 0] = 200.0  # task 0 head 0 -> token 0; task 1 head 1 -> token 1
+    pooled = probe.pool(tokens)  # (1, 2, 8)
+    assert torch.allclose(pooled[0, 0, :4], tokens[0, 0, :4], atol=1e-4)  # head 0 of task 0: token 0's slice
+    assert torch.allclose(pooled[0, 0, 4:], tokens[0, :, 4:].mean(0), atol=1e-4)  # zero query: uniform
+    assert torch.allclose(pooled[0, 1, 4:], tokens[0, 1, 4:], atol=1e-4)  # head 1 of task 1: token 1's slice
+    assert torch.allclose(pooled[0, 1, :4], tokens[0, :, :4].mean(0), atol=1e-4)
+
+
 def test_the_sweep_selects_by_validation_only():
     """Validation labels agree with training, test labels are flipped: selecting on validation must report
     the point that fits (and so fails on test), not the point that looks best on test."""

@@ -87,7 +87,7 @@ def test_context_encoder_never_sees_masked_tokens():
     world.backbone.forward = lambda tokens, positions, **kw: seen.append(positions) or original(tokens, positions, **kw)
     latents = world.tokenizer.encode(video)
     _, positions = world.backbone.embed(latents)
-    predictions = [p for p, _ in world.objective.masked_predictions(world, latents, batch["masks"])]
+    predictions = [p for p, _, _ in world.objective.masked_predictions(world, latents, batch["masks"])]
     assert len(seen) == 2  # one context pass per family; the EMA target is a separate module
     for passed, mask in zip(seen, batch["masks"]):
         assert torch.equal(passed, gather_tokens(positions, mask.context))

@@ -66,14 +66,14 @@ def test_future_predictions_never_see_the_future():
     video = tiny_video()
     masks = world.objective.prepare_batch({"video": video})["masks"]
     latents = world.tokenizer.encode(video)
-    (before, _), = world.objective.masked_predictions(world, latents, masks)
+    (before, _, _), = world.objective.masked_predictions(world, latents, masks)
     changed = video.clone()
     changed[:, :, 4:] = torch.rand_like(changed[:, :, 4:])  # rewrite the last 2 token frames (4 video frames)
-    (after, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
+    (after, _, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
     assert torch.allclose(before, after, atol=1e-5)
     changed = video.clone()
     changed[:, :, :2] = torch.rand_like(changed[:, :, :2])  # the past does change them
-    (moved, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
+    (moved, _, _), = world.objective.masked_predictions(world, world.tokenizer.encode(changed), masks)
     assert not torch.allclose(before, moved, atol=1e-4)
 
 
@@ -92,3 +92,27 @@ def test_future_mask_trains():
         losses.append(float(loss))
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < losses[0]
+
+
+def test_context_loss_adds_a_distance_weighted_term_on_the_visible_tokens():
+    video = tiny_video()
+    losses = {}
+    for weight in (0.0, 0.2, 0.4):
+        world = tiny_world(future_frames=1, block_masks=False, context_loss=weight)
+        masks = world.objective.prepare_batch({"video": video})["masks"]
+        losses[weight] = world.objective.losses(world, video, masks)["per_sample"]  # (B,)
+    extra = losses[0.2] - losses[0.0]
+    assert (extra > 0).all()  # the visible tokens are now predicted too, and never perfectly at init
+    assert torch.allclose(losses[0.4] - losses[0.0], 2 * extra, atol=1e-5)  # linear in its weight
+    # the term by hand: 1 future token frame of 2x4x4 tubelets on 8x16x16 -> context rows 0-2, target row 3
+    world = tiny_world(future_frames=1, block_masks=False, context_loss=1.0)
+    mask = world.objective.prepare_batch({"video": video})["masks"][0]
+    latents = world.tokenizer.encode(video)
+    target, _ = world.objective.target_features(world, latents)
+    normed = torch.nn.functional.layer_norm(target, target.shape[-1:])
+    (_, _, (context, at_context, _, _)), = world.objective.masked_predictions(world, latents, [mask])
+    rows = torch.arange(3).repeat_interleave(16)  # token frame of each context token; distance to row 3
+    by_hand = ((at_context - normed[:, :48]).abs().mean(-1) / (3 - rows).float().sqrt()).mean(-1)
+    assert torch.allclose(world.objective.losses(world, video, [mask])["per_sample"] - losses[0.0], by_hand, atol=1e-5)
+    with pytest.raises(ComponentError, match="context_loss must be >= 0"):
+        VJEPA(context_loss=-1)
