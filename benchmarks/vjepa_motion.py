@@ -132,17 +132,18 @@ def run(name: str, recipe: str, overrides: list[str], output: Path, budget: floa
         overrides += ["--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1"]
     bar = _Bar()
     random_model, frames, _ = s.contestants.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides, train=False), bar)
-    settings = hashlib.sha1(json.dumps([data, probe, depths], sort_keys=True).encode()).hexdigest()[:8]
+    settings = hashlib.sha1(json.dumps([data, probe], sort_keys=True).encode()).hexdigest()[:8]
     key = f"{weights_hash(random_model)}-{settings}"  # the same network probed the same way on the same clips
     cache = output / f"random-init-{key}.json"
-    if cache.exists():
-        random_rows = json.loads(cache.read_text())
-        print(f"random init: cached {cache}")
-    else:
-        print("random init:")
-        random_rows = probe_every_depth(s, random_model, frames, depths)
+    known = {row["depth"]: row for row in (json.loads(cache.read_text()) if cache.exists() else [])}
+    wanted = list(range(len(random_model.backbone.blocks) + 1)) if depths is None else depths
+    missing = [d for d in wanted if d not in known]
+    print(f"random init: {'cached ' + str(cache) if not missing else 'depths ' + str(missing)}")
+    if missing:
+        known |= {row["depth"]: row for row in probe_every_depth(s, random_model, frames, missing)}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(random_rows))
+        cache.write_text(json.dumps(sorted(known.values(), key=lambda row: row["depth"])))
+    random_rows = [known[d] for d in wanted]
     del random_model
     start = time.perf_counter()
     model, frames, cost = s.contestants.prepare_model(ModelSpec(name, recipe=recipe, overrides=overrides), bar)

@@ -290,6 +290,13 @@ class VJEPA(Objective):
         torch._foreach_mul_(target, momentum)
         torch._foreach_add_(target, online, alpha=1 - momentum)
 
+    def init_share(self, steps: int) -> float:
+        """How much of its random initialisation the EMA target encoder still holds after a run of `steps`
+        optimizer steps (the product of the momenta; the target starts as a copy of the random init). Its
+        features are what `predict`, the probes and `compare` read, so a short run at V-JEPA's long-run
+        schedule (0.998 -> 1.0) leaves them part random: 48% after 730 steps, 22% after 1500."""
+        return math.exp(sum(math.log(max(self.momentum_at(s / steps), 1e-12)) for s in range(1, steps + 1)))
+
     def on_train_batch_end(self, world, progress: float) -> None:
         self.momentum = self.momentum_at(progress)
         if self.anti_collapse == "ema":
@@ -318,8 +325,29 @@ class VJEPA(Objective):
         return (prediction.float() - gather_tokens(normed, future)).abs().mean(dim=(1, 2))
 
     def callbacks(self) -> list[pl.Callback]:
-        """The `CollapseMonitor` (one instance per objective, so its alarms can be read after a run)."""
-        return [self.collapse_monitor]
+        """The `CollapseMonitor` (one instance per objective, so its alarms can be read after a run) and, with an
+        EMA target, the check that the run is long enough for its momentum schedule (`StaleTargetCheck`)."""
+        return [self.collapse_monitor] + ([StaleTargetCheck()] if self.anti_collapse == "ema" else [])
+
+
+class StaleTargetCheck(pl.Callback):
+    """Warns at the start of training when the EMA target encoder would end the run still holding more than
+    `max_init_share` of its random initialisation (`VJEPA.init_share` of the run's steps): the momentum
+    schedule was made for longer runs, and the features read after training would be part random."""
+
+    def __init__(self, max_init_share: float = 0.05):
+        self.max_init_share = max_init_share
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        objective, steps = pl_module.objective, trainer.estimated_stepping_batches
+        if not math.isfinite(steps) or steps <= 0:
+            return
+        share = objective.init_share(int(steps))
+        if share > self.max_init_share and trainer.is_global_zero:
+            warnings.warn(f"VJEPA: with ema {list(objective.ema)} over {int(steps)} steps the EMA target encoder, whose "
+                          f"features are read after training, keeps {share:.0%} of its random initialisation; for runs "
+                          f"this short use a faster schedule, e.g. ema: [0.99, 0.999] (docs/vjepa.md)", RuntimeWarning,
+                          stacklevel=1)
 
 
 class CollapseMonitor(pl.Callback):

@@ -1,6 +1,8 @@
 """V-JEPA's future mask (`future_frames`, `block_masks`): shape, ratio, causality, and that it trains."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -116,3 +118,21 @@ def test_context_loss_adds_a_distance_weighted_term_on_the_visible_tokens():
     assert torch.allclose(world.objective.losses(world, video, [mask])["per_sample"] - losses[0.0], by_hand, atol=1e-5)
     with pytest.raises(ComponentError, match="context_loss must be >= 0"):
         VJEPA(context_loss=-1)
+
+
+def test_a_run_too_short_for_the_ema_schedule_is_warned_about_before_it_starts():
+    from types import SimpleNamespace
+
+    from patchworld_plugins.vjepa import StaleTargetCheck
+    slow, fast = VJEPA(ema=(0.998, 1.0)), VJEPA(ema=(0.99, 0.999))
+    assert slow.init_share(730) == pytest.approx(0.481, abs=0.002)  # compare-tiny's V-JEPA budget
+    assert slow.init_share(1500) == pytest.approx(0.223, abs=0.002)  # the vjepa-tiny recipe
+    assert fast.init_share(730) < 0.02 and VJEPA(ema=(1.0, 1.0)).init_share(10) == 1.0
+    for objective, steps, warned in ((slow, 730, True), (fast, 730, False), (slow, 100_000, False)):
+        trainer = SimpleNamespace(estimated_stepping_batches=steps, is_global_zero=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            StaleTargetCheck().on_fit_start(trainer, SimpleNamespace(objective=objective))
+        assert any("of its random initialisation" in str(w.message) for w in caught) == warned
+    assert any(isinstance(c, StaleTargetCheck) for c in slow.callbacks())
+    assert not any(isinstance(c, StaleTargetCheck) for c in VJEPA(anti_collapse="sigreg").callbacks())
