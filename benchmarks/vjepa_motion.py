@@ -60,6 +60,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "future-only-ema99": ("vjepa-tiny", [OBJ + "future_frames", "2", OBJ + "block_masks", "false",
                                          OBJ + "ema", "[0.99, 0.999]"]),
     "ema99": ("vjepa-tiny", [OBJ + "ema", "[0.99, 0.999]"]),
+    "future3-only-ema99": ("vjepa-tiny", [OBJ + "future_frames", "3", OBJ + "block_masks", "false",
+                                          OBJ + "ema", "[0.99, 0.999]"]),
     "dense": ("vjepa-tiny", [OBJ + "context_loss", "0.5"]),
     "future-only-dense": ("vjepa-tiny", [OBJ + "future_frames", "2", OBJ + "block_masks", "false",
                                          OBJ + "context_loss", "0.5"]),
