@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from .errors import DataError
+from .errors import DataError, PatchworldError
 from .patches import PatchEmbed3d, Size3, as_size3
 
 if TYPE_CHECKING:
@@ -331,8 +331,6 @@ class Captioner:
 def prediction_step(world: WorldModel, context: int, frames: int) -> int:
     """Pixel frames of one future token row after `context` frames: the smallest step for which a
     (context + step)-frame window has one more backbone token row than the context alone."""
-    from .errors import PatchworldError
-
     pt = world.backbone.patch_size[0] if world.backbone is not None else 1
 
     def rows(n: int) -> int | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from .cli import CommandParser
+from .parsing import CommandParser
 from .errors import PatchworldError
 from .plugins import KINDS, Registry
 

@@ -26,7 +26,7 @@ Besides the contract of `patchworld.interfaces` (every output over several grid 
 Before the behavioural rules a part's weights get a little seeded noise, so that zero-initialised layers
 (adaLN-Zero gates, zero heads) cannot hide a dependence.
 
-`load_world(recipe, checkpoint=None, overrides=None)` (from `patchworld.checkpoints`) builds a whole
+`load_world(recipe, checkpoint=None, overrides=None)` (from `patchworld.recipes`) builds a whole
 `WorldModel` and datamodule from a recipe, as ``patchworld fit`` does, for tests inside a real model.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch import nn
 
-from .checkpoints import load_world  # noqa: F401  (re-exported: a WorldModel and datamodule from a recipe)
+from .recipes import load_world  # noqa: F401  (re-exported: a WorldModel and datamodule from a recipe)
 from .contracts import (broken, check_batch, check_generative_backbone, check_step_output, check_written, described,
                         evaluating, expect_tensor, run_backbone, run_conditioner, run_tokenizer)
 from .errors import ContractError, DataError

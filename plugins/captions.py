@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from patchworld import DataError, PatchworldError
-from patchworld.cli import CommandParser
+from patchworld.parsing import CommandParser
 from patchworld.data.synthetic import COLOUR_NAMES, DIRECTIONS, SHAPES, SIZES, SPEEDS, TASKS, Scene, SyntheticClips
 from patchworld.data.synthetic import captions as synthetic_captions
 from patchworld.data.synthetic import collate

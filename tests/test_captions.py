@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import patchworld
-from patchworld.checkpoints import load_world
+from patchworld.recipes import load_world
 from patchworld.data.synthetic import DIRECTIONS, SHAPES, SIZES, SPEEDS, COLOUR_NAMES, SyntheticClips
 from patchworld.data.video_io import write_video
 from patchworld.plugins import build_registry
