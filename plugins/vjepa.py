@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from patchworld import ComponentError, DataError, Objective, gather_tokens, split_past_future
 from patchworld.randomness import Generators, batch_generator, sample_generators
+from patchworld.errors import require_positive
 
 from .masks import BlockMask, MaskFamily, future_mask, sample_masks
 from .vit import TokenPredictor
@@ -139,6 +140,12 @@ class VJEPA(Objective):
                  anti_collapse: AntiCollapse = "ema", sigreg_weight: float = 0.05, sigreg_slices: int = 256,
                  monitor_every: int = 10, future_frames: float | None = None, block_masks: bool = True):
         super().__init__()
+        require_positive("VJEPA", predictor_dim=predictor_dim, predictor_depth=predictor_depth,
+                         predictor_heads=predictor_heads, sigreg_slices=sigreg_slices, monitor_every=monitor_every)
+        for name, pair in (("short_range", short_range), ("long_range", long_range), ("aspect_ratio", aspect_ratio),
+                           ("ema", ema)):
+            if len(pair) != 2:
+                raise ComponentError(f"VJEPA.{name} must be a pair of numbers, got {pair!r}")
         if future_frames is not None and future_frames <= 0:
             raise ComponentError(f"VJEPA.future_frames must be > 0 (token frames, or a fraction of them), got {future_frames}")
         if not block_masks and future_frames is None:
