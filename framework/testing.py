@@ -104,7 +104,7 @@ class Bench:
         torch.manual_seed(seed)  # also the world's run seed (patchworld.randomness)
         parts = {name: make() for name, make in vars(self).items() if make is not None}
         for name, part in parts.items():
-            base = KINDS[name][0]
+            base = KINDS[name]
             if not isinstance(part, base):
                 raise ContractError(f"the {name} factory made {described(part)}, not a patchworld.{base.__name__}")
         return WorldModel(**parts)

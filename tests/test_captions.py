@@ -87,7 +87,7 @@ class Broken(patchworld.interfaces.PromptExpander):
 
 
 def test_a_plugin_registered_expander_is_picked_up_by_name():
-    plugin = type("Plugin", (), {"patchworld_register_prompt_expanders": staticmethod(
+    plugin = type("Plugin", (), {"patchworld_register_components": staticmethod(
         patchworld.hookimpl(lambda: [Shouting]))})
     assert build_registry({"loud": plugin}).get("prompt_expander", "Shouting") is Shouting
     tiny = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
