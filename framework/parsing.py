@@ -16,7 +16,7 @@ import sys
 import typing
 
 from jsonargparse import ArgumentParser
-from jsonargparse._typehints import ActionTypeHint  # no public API exposes an action's type hint
+from jsonargparse import _typehints  # no public API exposes an action's type hint or the class-name lookup
 from pytorch_lightning.cli import LightningArgumentParser
 
 from .errors import PatchworldError
@@ -52,11 +52,35 @@ class CommandParser(OneLineErrors, ArgumentParser):
     """The parser of patchworld's other commands (export, adherence, compare, plugin commands)."""
 
 
+def resolve_class_name(expected: type | tuple[type, ...], name: str) -> str:
+    """The import path of the component a recipe names `name` where it expects a class of `expected`.
+
+    For patchworld's component kinds the registry of loaded, healthy plugins is the only resolver: a short
+    name is the class registered under it, or stays unresolved (the parse error then lists the valid names),
+    so a class of a skipped plugin, or one no hook registered, cannot be named, and a skipped plugin's class
+    that shares a registered name is no ambiguity. A full import path (``my_module.MyBackbone``) is imported
+    as written; other types (optimizers, callbacks) are left to jsonargparse's own lookup."""
+    bases = expected if isinstance(expected, tuple) else (expected,)
+    kinds = [kind for kind, base in KINDS.items() for hint in bases if isinstance(hint, type) and issubclass(hint, base)]
+    if "." in name or not kinds:
+        return _jsonargparse_lookup(expected, name)
+    registry = load_plugins()
+    for kind in kinds:
+        if name in registry.components[kind]:
+            cls = registry.components[kind][name][0]
+            return f"{cls.__module__}.{cls.__qualname__}"
+    return name
+
+
+_jsonargparse_lookup = _typehints.resolve_class_path_by_name
+_typehints.resolve_class_path_by_name = resolve_class_name  # every class name jsonargparse meets comes here
+
+
 def integers_first(parser: ArgumentParser) -> None:
     """Lightning types batch limits as ``float | int``, so ``--trainer.limit_val_batches 1`` would become 1.0
     (100% of the batches); put ``int`` first so whole numbers count batches and decimals are fractions."""
     for action in parser._actions:
-        hint = getattr(action, "_typehint", None) if isinstance(action, ActionTypeHint) else None
+        hint = getattr(action, "_typehint", None) if isinstance(action, _typehints.ActionTypeHint) else None
         args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else ()
         if float in args and int in args and args.index(float) < args.index(int):
             action._typehint = typing.Union[tuple([int] + [a for a in args if a is not int])]
@@ -108,7 +132,9 @@ def explain_parse_error(message: str, registry: Registry) -> str:
                     f"`patchworld fit --{key}.help {component}` lists its parameters")
         unknown = re.search(r"Expected a dot import path string: (\S+)", message)
         if unknown:
-            return f"unknown {kind} {unknown.group(1)!r} at {key}; available {kind}s: {names}"
+            skipped = f"; skipped plugins: {', '.join(map(repr, registry.failures))} (`patchworld plugins` says why)"
+            return (f"unknown {kind} {unknown.group(1)!r} at {key}; available {kind}s: {names}"
+                    f"{skipped if registry.failures else ''}")
         if "Does not validate against any of the Union subtypes" in message and "class_path" not in message:
             return f"invalid {kind} at {key} (available {kind}s: {names})"
     return message

@@ -3,7 +3,10 @@
 Loading is safe: a plugin with a problem (it fails to import, a hook raises, it implements an unknown hook,
 returns the wrong kind of class, or registers a component or command name another plugin already has) is
 skipped as a whole, reported by name in `Registry.failures` and with one warning, and the others keep
-working. The first-party ``patchworld_plugins`` is merged first, so on a clash it always keeps its names.
+working. The first-party ``patchworld_plugins`` is merged first, so on a clash it always keeps its names; two
+installed plugins with one entry-point name are both refused. The `Registry` is what turns a recipe's short
+class name into a class (`patchworld.parsing.resolve_class_name`), so only healthy plugins' components can be
+named.
 ``PATCHWORLD_DISABLE_PLUGINS=name1,name2`` (entry-point names) stops plugins from being imported at all.
 """
 from __future__ import annotations
@@ -275,6 +278,17 @@ def disabled_plugin_names() -> list[str]:
     return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
 
 
+def _shared_names(entry_points, disabled: list[str]) -> dict[str, list[str]]:
+    """Entry-point name -> the different modules installed under it, for names that more than one has (and
+    that are not disabled)."""
+    values: dict[str, list[str]] = {}
+    for entry_point in (point for point in entry_points if point.name not in disabled):
+        values.setdefault(entry_point.name, [])
+        if entry_point.value not in values[entry_point.name]:
+            values[entry_point.name].append(entry_point.value)
+    return {name: found for name, found in values.items() if len(found) > 1}
+
+
 @lru_cache(maxsize=1)
 def load_plugins() -> Registry:
     """Import every plugin in the ``patchworld`` entry-point group (once per process) and merge them;
@@ -283,7 +297,14 @@ def load_plugins() -> Registry:
     failures: dict[str, str] = {}
     requested = disabled_plugin_names()
     disabled: dict[str, str] = {}
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for name, values in _shared_names(entry_points, requested).items():  # neither is the one meant: refuse both
+        failures[name] = (f"two installed plugins have the entry-point name {name!r} ({', '.join(values)}); "
+                          f"uninstall or rename one")
+        warnings.warn(f"patchworld plugin {name!r} skipped: {failures[name]}", stacklevel=2)
+    for entry_point in entry_points:
+        if entry_point.name in failures:
+            continue
         if entry_point.name in requested:
             disabled[entry_point.name] = f"disabled by {DISABLE_ENV} (not imported)"
             continue

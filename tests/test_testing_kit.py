@@ -402,7 +402,7 @@ class Bytes(Bars):
 
 
 @pytest.mark.parametrize("datamodule,rule", [
-    (Unseeded, "a fresh copy yields the same first batches"),
+    (Unseeded, "a fresh copy yields the same first train batch"),
     (Bytes, r"batch\['video'\] is \(B, 3, T, H, W\) floating in \[-1, 1\]': its values span \[-255, 255\]"),
 ])
 def test_check_datamodule_names_the_broken_rule(datamodule, rule):
