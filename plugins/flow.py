@@ -47,7 +47,9 @@ class Flow(GenerativeObjective):
             raise ComponentError(f"Flow.prediction {prediction!r}; valid predictions: velocity, x")
         if not 0 < min_t < 1:
             raise ComponentError(f"Flow.min_t must be in (0, 1), got {min_t}")
-        require_positive("Flow", logit_std=logit_std, base_tokens=base_tokens)
+        require_positive("Flow", base_tokens=base_tokens)
+        if logit_std < 0:
+            raise ComponentError(f"Flow.logit_std must be >= 0, got {logit_std}")
         self.prediction, self.min_t = prediction, min_t
         self.logit_mean, self.logit_std, self.shift, self.base_tokens = logit_mean, logit_std, shift, base_tokens
         self.sampler = sampler
