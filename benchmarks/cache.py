@@ -24,7 +24,7 @@ import time
 import torch
 
 from measure import interleaved
-from patchworld.checkpoints import load_world
+from patchworld.recipes import load_world
 from patchworld.model import parameter_groups
 from patchworld_plugins.cache import LatentCache, build_cache, read_manifest
 

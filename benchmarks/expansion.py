@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from patchworld.checkpoints import load_checkpoint, load_world
+from patchworld.checkpoints import load_checkpoint
+from patchworld.recipes import load_world
 from patchworld.data.synthetic import COLOUR_NAMES, DIRECTIONS, SHAPES
 from patchworld.data.video_io import atomic_path
 from patchworld_plugins.adherence import ATTRIBUTES, AttributeJudge, clips, judge_accuracy, train_judge

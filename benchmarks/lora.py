@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from patchworld.checkpoints import load_world
+from patchworld.recipes import load_world
 from patchworld.data import synthetic
 from patchworld.data.video_io import atomic_path, write_video
 

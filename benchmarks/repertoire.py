@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from patchworld.checkpoints import load_checkpoint, load_world
+from patchworld.checkpoints import load_checkpoint
+from patchworld.recipes import load_world
 from patchworld.data.synthetic import COLOUR_NAMES
 from patchworld.data.video_io import atomic_path, read_clip, write_video
 from patchworld_plugins.adherence import ATTRIBUTES, AttributeJudge, adherence, clips, train_judge

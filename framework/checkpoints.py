@@ -8,11 +8,11 @@
 * `check_fits(model, checkpoint, path, recipe)`: a one-line error naming the first difference between the
   model a recipe builds and the one a checkpoint holds (another part class, missing or extra weights,
   other shapes).
-* `load_weights(model, path, recipe)`: a checkpoint's weights (and training clip length) into a `WorldModel`,
-  checked to fit first (`load_world`, a LoRA adapter's base).
 * `find_last(root)`: the newest ``last.ckpt`` of the runs under a directory (``--ckpt_path last``).
-* `load_world(recipe, checkpoint)` -> (WorldModel, datamodule) built from a recipe exactly as ``patchworld fit``
-  builds it, with weights from a checkpoint (or at their seeded random initialisation).
+* `run_recipe(checkpoint)` -> the recipe a fit run saved beside its checkpoints, and the checkpoint.
+
+Building a model from a recipe and loading weights into it is `patchworld.recipes` (`load_world`,
+`load_weights`).
 """
 from __future__ import annotations
 
@@ -134,32 +134,6 @@ def _first_line(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
-def load_world(recipe: str | Path, checkpoint: str | Path | None = None, overrides: list[str] | None = None):
-    """(WorldModel, datamodule) from a recipe, as ``patchworld fit`` would build them.
-
-    `recipe` is a path or a shipped recipe name; `overrides` are extra CLI arguments (e.g.
-    ``["--data.init_args.val_size", "512"]``). With a `checkpoint` (a patchworld .ckpt, or ``"last"``: the
-    newest ``last.ckpt`` under the recipe's ``trainer.default_root_dir``) the model's weights
-    are loaded from it, and a checkpoint trained with other settings is a `PatchworldError` naming the keys
-    that differ; without one they keep their random initialisation, seeded by the recipe's ``seed_everything``.
-    """
-    import warnings
-
-    from .cli import PatchworldCLI, resolve_recipe_args
-    from .plugins import load_plugins
-
-    args = resolve_recipe_args(["--config", str(recipe)], load_plugins()) + list(overrides or [])
-    with warnings.catch_warnings():  # we pass args on purpose
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = PatchworldCLI(args=args, run=False)
-    model = cli.model
-    if checkpoint is not None:
-        if str(checkpoint) == "last":  # the newest last.ckpt of the recipe's runs
-            checkpoint = find_last(cli.trainer.default_root_dir)
-        load_weights(model, checkpoint, str(recipe))
-    return model, cli.datamodule
-
-
 def run_recipe(checkpoint: str | Path) -> tuple[dict, Path]:
     """The recipe of a fit run, read from the ``config.yaml`` it wrote beside its checkpoints
     (``<run>/version_N/config.yaml`` for ``<run>/version_N/checkpoints/x.ckpt``) without fit's own options, and
@@ -173,24 +147,3 @@ def run_recipe(checkpoint: str | Path) -> tuple[dict, Path]:
     recipe = {key: value for key, value in yaml.safe_load(config.read_text()).items()
               if key in ("seed_everything", "trainer", "model", "data")}
     return recipe, path
-
-
-def load_run(checkpoint: str | Path, weights: bool = True):
-    """(WorldModel, datamodule) of a fit run (`run_recipe`), with the checkpoint's weights, or with
-    ``weights=False`` freshly initialised (seeded by the run's recipe): the same architecture untrained."""
-    import tempfile
-
-    recipe, path = run_recipe(checkpoint)
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "config.yaml").write_text(yaml.safe_dump(recipe))
-        return load_world(Path(folder) / "config.yaml", path if weights else None)
-
-
-def load_weights(model, path: str | Path, recipe: str | None = None, what: str = "checkpoint") -> None:
-    """Load a patchworld checkpoint's weights and the clip length it trained on into `model` (a `WorldModel`);
-    one that does not fit is a `PatchworldError`. The run seed and RNG states stay the recipe's, so a trained
-    model and its random-init control draw the same noise, and a fine-tune starts from its own seed."""
-    state = load_checkpoint(path, what)
-    check_fits(model, state, path, recipe)
-    model.load_state_dict(state["state_dict"])
-    model.clip_frames = state.get("patchworld_clip_frames")

@@ -22,7 +22,7 @@ from torch import nn
 from .errors import ContractError, DataError
 from .interfaces import Backbone, Conditioner, Decoder, GenerativeBackbone, Objective, Tokenizer
 from .patches import grid_positions
-from .plugins import KINDS
+from .plugins import kind_of
 
 GENERATIVE_FIX = "use DiT, or implement patchworld.GenerativeBackbone (docs/plugins.md, 'The contracts')"
 
@@ -39,7 +39,7 @@ def name_of(component: Any) -> str:
     if isinstance(component, str):
         return component
     cls = component if isinstance(component, type) else type(component)
-    kind = next((kind for kind, (base, _) in KINDS.items() if issubclass(cls, base)), "component")
+    kind = kind_of(cls) or "component"
     return f"{kind} {cls.__name__}"
 
 

@@ -6,8 +6,9 @@ A plugin is an importable module (or package) named in the ``patchworld`` entry-
     [project.entry-points.patchworld]
     my_plugin = "my_plugin"
 
-It implements any of the hooks below with ``@patchworld.hookimpl``. Every ``patchworld_register_*``
-hook returns a list; patchworld merges the lists of all plugins. A plugin that fails to import, whose hook
+It implements any of the hooks below with ``@patchworld.hookimpl``: ``patchworld_register_components`` returns
+its component classes (each one's kind read from the interface it subclasses), the others its recipe folders
+and commands; patchworld merges what all plugins return. A plugin that fails to import, whose hook
 raises, that implements a hook not defined here (a misspelt name), returns a class of the wrong kind, or
 registers a component or command name another plugin already has is skipped as a whole (the plugin
 merged second is the offender; the first-party plugin always keeps its names), reported by name with one
@@ -35,77 +36,31 @@ END = "<!-- end of the hook reference -->"
 
 
 @hookspec
-def patchworld_register_tokenizers() -> list[type]:
-    """Return `patchworld.Tokenizer` subclasses (pixels <-> latents), e.g. ``[Pixels, VAE]``.
+def patchworld_register_components() -> list[type]:
+    """Return component classes of any kind, e.g. ``[VAE, ViT, Flow, VideoWriter, SyntheticWorld, LoRA]``.
 
-    Each keeps the tokenizer contract (the `Tokenizer` docstring); ``patchworld.testing.check_tokenizer``
-    checks it.
-    """
+    Each class's kind is the interface it subclasses, and it keeps that interface's contract (its docstring in
+    `patchworld.interfaces`; `patchworld.testing` has a check per kind):
 
+    * ``tokenizer`` — `patchworld.Tokenizer` (pixels <-> latents), checked by ``check_tokenizer``;
+    * ``backbone`` — `patchworld.Backbone` (tokens at positions -> features; a backbone for `Flow` and `DDPM`
+      also `patchworld.GenerativeBackbone`), checked by ``check_backbone``;
+    * ``objective`` — `patchworld.Objective` (training and sampling logic), checked by ``check_objective``;
+    * ``decoder`` — `patchworld.Decoder` (what ``predict`` writes), checked by ``check_decoder``;
+    * ``conditioner`` — `patchworld.Conditioner` (captions -> tokens), checked by ``check_conditioner``;
+    * ``datamodule`` — `pytorch_lightning.LightningDataModule`, whose batches are dicts with ``"video"``
+      (B, 3, T, H, W) floating in [-1, 1]; optionally ``"caption"`` (a list of B str), ``"labels"`` (a dict of
+      (B,) integer tensors) and ``"index"`` ((B,) distinct dataset indices, on which the per-clip random
+      draws are keyed), and anything else; checked by ``check_datamodule``;
+    * ``prompt_expander`` — `patchworld.interfaces.PromptExpander` (short prompts -> captions in the training
+      style; `Prompts` applies the one named by ``--data.expander NAME``; an LLM-backed one must not download
+      anything at run time);
+    * ``captioner`` — `patchworld.interfaces.Captioner` (videos -> captions; ``patchworld recaption FOLDER
+      --captioner NAME`` writes a folder's missing sidecar captions with one);
+    * ``adapter`` — `patchworld.interfaces.Adapter` (a cheap fine-tune of a trained model; ``--model.adapter``).
 
-@hookspec
-def patchworld_register_backbones() -> list[type]:
-    """Return `patchworld.Backbone` subclasses (tokens at positions -> features), e.g. ``[ViT, DiT]``.
-
-    Each keeps the backbone contract (the `Backbone` docstring; a backbone for `Flow` and `DDPM` also
-    `patchworld.GenerativeBackbone`); ``patchworld.testing.check_backbone`` checks it.
-    """
-
-
-@hookspec
-def patchworld_register_objectives() -> list[type]:
-    """Return `patchworld.Objective` subclasses (training and sampling logic), e.g. ``[VideoMAE, Flow]``.
-
-    Each keeps the objective contract (the `Objective` docstring); ``patchworld.testing.check_objective``
-    checks it.
-    """
-
-
-@hookspec
-def patchworld_register_decoders() -> list[type]:
-    """Return `patchworld.Decoder` subclasses (what ``predict`` writes), e.g. ``[VideoWriter]``.
-
-    Each keeps the decoder contract (the `Decoder` docstring); ``patchworld.testing.check_decoder`` checks it.
-    """
-
-
-@hookspec
-def patchworld_register_conditioners() -> list[type]:
-    """Return `patchworld.Conditioner` subclasses (captions -> tokens), e.g. ``[TinyTextEncoder]``.
-
-    Each keeps the conditioner contract (the `Conditioner` docstring); ``patchworld.testing.check_conditioner``
-    checks it.
-    """
-
-
-@hookspec
-def patchworld_register_datamodules() -> list[type]:
-    """Return `pytorch_lightning.LightningDataModule` subclasses, e.g. ``[SyntheticWorld, VideoFolder]``.
-
-    A datamodule's batches are dicts with ``"video"`` (B, 3, T, H, W) floating in [-1, 1]; optionally
-    ``"caption"`` (a list of B str), ``"labels"`` (a dict of (B,) integer tensors) and ``"index"`` ((B,)
-    distinct dataset indices, on which the per-clip random draws are keyed), and anything else.
-    ``patchworld.testing.check_datamodule`` checks them.
-    """
-
-
-@hookspec
-def patchworld_register_prompt_expanders() -> list[type]:
-    """Return `patchworld.interfaces.PromptExpander` subclasses (short prompts -> captions in the training
-    style), e.g. ``[StyleExpander]``; `Prompts` applies the one named by ``--data.expander NAME``.
-
-    ``expand(prompts)`` returns as many non-empty captions, in order, the same every time (the
-    `PromptExpander` docstring). An LLM-backed one belongs here: it must not download anything at run time.
-    """
-
-
-@hookspec
-def patchworld_register_captioners() -> list[type]:
-    """Return `patchworld.interfaces.Captioner` subclasses (videos -> captions), e.g. ``[ProbeCaptioner]``;
-    ``patchworld recaption FOLDER --captioner NAME`` writes a folder's missing sidecar captions with one.
-
-    ``caption(video)`` takes clips (B, 3, `frames`, H, W) in [-1, 1] at its `size` and returns B non-empty
-    captions, each clip on its own (the `Captioner` docstring).
+    A class that subclasses none of them makes the plugin broken. The hooks of earlier releases, one per kind
+    (``patchworld_register_backbones`` and so on), still work and warn that this one replaces them.
     """
 
 
@@ -123,8 +78,8 @@ def patchworld_register_commands() -> dict:
 
     ``function(argv: list[str]) -> int`` receives the arguments after NAME, parses them itself
     (jsonargparse recommended, so ``--help`` works) and returns the exit code. A `PatchworldError` it
-    raises is printed as one line. Names must not clash with fit/validate/test/predict/plugins/recipes/new
-    or with another plugin's commands.
+    raises is printed as one line. Names must not clash with a built-in command
+    (`patchworld.plugins.RESERVED_COMMANDS`) or with another plugin's commands.
     """
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from .errors import DataError
+from .errors import DataError, PatchworldError, require_positive
 from .patches import PatchEmbed3d, Size3, as_size3
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ class Backbone(Component):
 
     def __init__(self, dim: int, patch_size: int | tuple[int, int, int] | list[int] = (2, 8, 8)):
         super().__init__()
+        require_positive(type(self).__name__, dim=dim)
         self.dim = dim
-        self.patch_size = as_size3(patch_size)
+        self.patch_size = as_size3(patch_size, f"{type(self).__name__}.patch_size")
         self.in_channels: int | None = None
         self.patch_embed: PatchEmbed3d | None = None
 
@@ -331,8 +332,6 @@ class Captioner:
 def prediction_step(world: WorldModel, context: int, frames: int) -> int:
     """Pixel frames of one future token row after `context` frames: the smallest step for which a
     (context + step)-frame window has one more backbone token row than the context alone."""
-    from .errors import PatchworldError
-
     pt = world.backbone.patch_size[0] if world.backbone is not None else 1
 
     def rows(n: int) -> int | None:

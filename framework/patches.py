@@ -9,18 +9,18 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .errors import DataError
+from .errors import ComponentError, DataError
 
 Size3 = tuple[int, int, int]
 
 
-def as_size3(value: int | tuple[int, ...] | list[int]) -> Size3:
-    """`2` -> (2, 2, 2); `[1, 8, 8]` -> (1, 8, 8)."""
-    if isinstance(value, int):
-        return (value, value, value)
-    if len(value) != 3:
-        raise ValueError(f"expected an int or three ints (t, h, w), got {value!r}")
-    return tuple(int(v) for v in value)  # type: ignore[return-value]
+def as_size3(value: int | tuple[int, ...] | list[int], what: str = "size") -> Size3:
+    """`2` -> (2, 2, 2); `[1, 8, 8]` -> (1, 8, 8); anything else (another length, a size below 1) is a
+    `ComponentError` naming `what` (e.g. ``ViT.patch_size``)."""
+    size = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if len(size) != 3 or any(int(v) < 1 for v in size):
+        raise ComponentError(f"{what} must be an int or three ints (t, h, w), each >= 1; got {value!r}")
+    return tuple(int(v) for v in size)  # type: ignore[return-value]
 
 
 def grid_positions(t: int, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:

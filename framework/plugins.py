@@ -3,7 +3,10 @@
 Loading is safe: a plugin with a problem (it fails to import, a hook raises, it implements an unknown hook,
 returns the wrong kind of class, or registers a component or command name another plugin already has) is
 skipped as a whole, reported by name in `Registry.failures` and with one warning, and the others keep
-working. The first-party ``patchworld_plugins`` is merged first, so on a clash it always keeps its names.
+working. The first-party ``patchworld_plugins`` is merged first, so on a clash it always keeps its names; two
+installed plugins with one entry-point name are both refused. The `Registry` is what turns a recipe's short
+class name into a class (`patchworld.parsing.resolve_class_name`), so only healthy plugins' components can be
+named.
 ``PATCHWORLD_DISABLE_PLUGINS=name1,name2`` (entry-point names) stops plugins from being imported at all.
 """
 from __future__ import annotations
@@ -23,28 +26,38 @@ from pytorch_lightning import LightningDataModule
 
 from . import hookspecs
 from .errors import ComponentError
-from .interfaces import Backbone, Captioner, Conditioner, Decoder, Objective, PromptExpander, Tokenizer
+from .interfaces import Adapter, Backbone, Captioner, Conditioner, Decoder, Objective, PromptExpander, Tokenizer
 
 ENTRY_POINT_GROUP = "patchworld"
 FIRST_PARTY = "patchworld_plugins"
 DISABLE_ENV = "PATCHWORLD_DISABLE_PLUGINS"
+#: the built-in commands (`patchworld.cli.COMMANDS` and Lightning's); a plugin command may take none of them
 RESERVED_COMMANDS = ("fit", "validate", "test", "predict", "plugins", "recipes", "new", "course")
 
-#: kind -> (required base class, hook name)
-KINDS: dict[str, tuple[type, str]] = {
-    "tokenizer": (Tokenizer, "patchworld_register_tokenizers"),
-    "backbone": (Backbone, "patchworld_register_backbones"),
-    "objective": (Objective, "patchworld_register_objectives"),
-    "decoder": (Decoder, "patchworld_register_decoders"),
-    "conditioner": (Conditioner, "patchworld_register_conditioners"),
-    "datamodule": (LightningDataModule, "patchworld_register_datamodules"),
-    "prompt_expander": (PromptExpander, "patchworld_register_prompt_expanders"),
-    "captioner": (Captioner, "patchworld_register_captioners"),
+#: kind -> the interface its components subclass; a registered class's kind is read from it
+KINDS: dict[str, type] = {
+    "tokenizer": Tokenizer,
+    "backbone": Backbone,
+    "objective": Objective,
+    "decoder": Decoder,
+    "conditioner": Conditioner,
+    "datamodule": LightningDataModule,
+    "prompt_expander": PromptExpander,
+    "captioner": Captioner,
+    "adapter": Adapter,
 }
 
 #: every hook a plugin may implement (the hookspecs)
 HOOK_NAMES = tuple(sorted(name for name in vars(hookspecs) if name.startswith(f"{ENTRY_POINT_GROUP}_")
                           and hasattr(getattr(hookspecs, name), f"{ENTRY_POINT_GROUP}_spec")))
+COMPONENT_HOOK = "patchworld_register_components"
+#: the one-hook-per-kind names of earlier releases -> the kind each returned; still called, with a warning
+OLD_HOOKS = {f"{ENTRY_POINT_GROUP}_register_{kind}s": kind for kind in KINDS if kind != "adapter"}
+
+
+def kind_of(cls: object) -> str | None:
+    """The kind of a component class (the first interface of `KINDS` it subclasses), else None."""
+    return next((kind for kind, base in KINDS.items() if isinstance(cls, type) and issubclass(cls, base)), None)
 
 
 @dataclass
@@ -166,8 +179,8 @@ def _fail(registry: Registry, plugin: str, message: str) -> None:
 
 
 def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, HOOK_NAMES, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = difflib.get_close_matches(name, HOOK_NAMES + tuple(OLD_HOOKS), n=1)
+    return f" (did you mean {COMPONENT_HOOK if close[0] in OLD_HOOKS else close[0]}?)" if close else ""
 
 
 def _check_hook_names(plugin: str, module: object, manager: pluggy.PluginManager) -> None:
@@ -180,11 +193,11 @@ def _check_hook_names(plugin: str, module: object, manager: pluggy.PluginManager
             continue
         if opts is not None:
             hook = opts.get("specname") or attr
-            if hook not in HOOK_NAMES:
+            if hook not in HOOK_NAMES and hook not in OLD_HOOKS:
                 raise PluginProblem(f"{attr} implements unknown hook {hook!r}{_did_you_mean(hook)}; "
                                     f"the hooks are: {', '.join(HOOK_NAMES)}")
         elif attr.startswith(f"{ENTRY_POINT_GROUP}_") and inspect.isroutine(getattr(module, attr, None)):
-            what = "is not decorated" if attr in HOOK_NAMES else f"is not a hook{_did_you_mean(attr)} and is not decorated"
+            what = "is not decorated" if attr in HOOK_NAMES or attr in OLD_HOOKS else f"is not a hook{_did_you_mean(attr)} and is not decorated"
             warnings.warn(f"patchworld plugin {plugin!r}: function {attr} {what} with @patchworld.hookimpl, "
                           f"so patchworld ignores it", stacklevel=4)
 
@@ -198,12 +211,21 @@ def _collect(plugin: str, module: object) -> _Contribution:
     except pluggy.PluginValidationError as error:  # e.g. a hook taking arguments its spec does not have
         raise PluginProblem(str(error)) from None
     found = _Contribution(plugin)
-    for kind, (base, hook_name) in KINDS.items():
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+    for hook_name in (COMPONENT_HOOK, *OLD_HOOKS):
+        hook = getattr(manager.hook, hook_name, None)  # an old hook exists only where a plugin implements it
+        for impl in hook.get_hookimpls() if hook is not None else ():
+            if hook_name in OLD_HOOKS:
+                warnings.warn(f"patchworld plugin {plugin!r}: {hook_name} is deprecated; return its classes from "
+                              f"{COMPONENT_HOOK} (each class's kind is read from its interface)", FutureWarning,
+                              stacklevel=4)
             for cls in _call_hook(impl, hook_name, (list, tuple), "a list of classes"):
-                if not (isinstance(cls, type) and issubclass(cls, base)):
+                kind = OLD_HOOKS.get(hook_name) or kind_of(cls)
+                if kind is None:
+                    raise PluginProblem(f"{hook_name} returned {cls!r}, which is no component class (a subclass "
+                                        f"of one of {', '.join(base.__name__ for base in KINDS.values())})")
+                if not (isinstance(cls, type) and issubclass(cls, KINDS[kind])):
                     raise PluginProblem(f"{hook_name} returned {cls!r} as a {kind}, but it is not a "
-                                        f"{base.__name__} subclass")
+                                        f"{KINDS[kind].__name__} subclass")
                 twin = next((c for k, c in found.components if k == kind and c.__name__ == cls.__name__), None)
                 if twin is not None and twin is not cls:
                     raise PluginProblem(f"{kind} {cls.__name__!r} is registered twice by this plugin "
@@ -256,6 +278,17 @@ def disabled_plugin_names() -> list[str]:
     return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
 
 
+def _shared_names(entry_points, disabled: list[str]) -> dict[str, list[str]]:
+    """Entry-point name -> the different modules installed under it, for names that more than one has (and
+    that are not disabled)."""
+    values: dict[str, list[str]] = {}
+    for entry_point in (point for point in entry_points if point.name not in disabled):
+        values.setdefault(entry_point.name, [])
+        if entry_point.value not in values[entry_point.name]:
+            values[entry_point.name].append(entry_point.value)
+    return {name: found for name, found in values.items() if len(found) > 1}
+
+
 @lru_cache(maxsize=1)
 def load_plugins() -> Registry:
     """Import every plugin in the ``patchworld`` entry-point group (once per process) and merge them;
@@ -264,7 +297,14 @@ def load_plugins() -> Registry:
     failures: dict[str, str] = {}
     requested = disabled_plugin_names()
     disabled: dict[str, str] = {}
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for name, values in _shared_names(entry_points, requested).items():  # neither is the one meant: refuse both
+        failures[name] = (f"two installed plugins have the entry-point name {name!r} ({', '.join(values)}); "
+                          f"uninstall or rename one")
+        warnings.warn(f"patchworld plugin {name!r} skipped: {failures[name]}", stacklevel=2)
+    for entry_point in entry_points:
+        if entry_point.name in failures:
+            continue
         if entry_point.name in requested:
             disabled[entry_point.name] = f"disabled by {DISABLE_ENV} (not imported)"
             continue

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import ComponentError
+
 
 def _axis_frequencies(channels: int, base: float, device) -> torch.Tensor:
     """`channels // 2` inverse frequencies base^(-i / (channels/2))."""
@@ -44,7 +46,7 @@ class Rope3d(nn.Module):
         super().__init__()
         self.per_axis = 2 * (head_dim // 6)
         if self.per_axis == 0:
-            raise ValueError(f"Rope3d needs head_dim >= 6, got {head_dim}")
+            raise ComponentError(f"Rope3d needs attention heads of at least 6 channels (dim / heads), got {head_dim}")
         self.head_dim = head_dim
         self.register_buffer("freqs", _axis_frequencies(self.per_axis, base, None), persistent=False)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from .cli import CommandParser
+from .parsing import CommandParser
 from .errors import PatchworldError
 from .plugins import KINDS, Registry
 
@@ -102,9 +102,9 @@ def scaffold(name: str, kind: str, directory: Path, registry: Registry) -> Path:
     check_name(name, target, registry, kind)
     cls, scaffold_kind, package = class_name(name), SCAFFOLDS[kind], package_name(name)
     values = {"name": name, "package": package, "kind": kind, "Class": cls, "distribution": name.replace("_", "-"),
-              "hook": KINDS[kind][1], "key": scaffold_kind.key, "contract": scaffold_kind.contract,
+              "key": scaffold_kind.key, "contract": scaffold_kind.contract,
               "summary": Template(scaffold_kind.summary).substitute(Class=cls), "predicts": scaffold_kind.predicts}
-    example = f"My{KINDS[kind][0].__name__.removeprefix('Lightning')}"  # the templates' class: MyBackbone, ...
+    example = f"My{KINDS[kind].__name__.removeprefix('Lightning')}"  # the templates' class: MyBackbone, ...
     sources = {
         "pyproject.toml": render("pyproject.toml.template", **values),
         "README.md": render("README.md.template", **values),

@@ -15,6 +15,7 @@ component, the rule and the fix.
 
 Besides the contract of `patchworld.interfaces` (every output over several grid sizes, through
 `patchworld.contracts`) and each part's own rules (listed with its check), every check runs these:
+* typed: every constructor parameter is type-annotated (a recipe's value is then validated);
 * each clip on its own: a clip's outputs do not depend on the other clips of its batch;
 * bf16: it runs under bf16 autocast (bf16-mixed training and predict) with finite outputs;
 * overfit: a few optimizer steps on one batch lower a loss through it (if it has trainable weights), and
@@ -26,7 +27,7 @@ Besides the contract of `patchworld.interfaces` (every output over several grid 
 Before the behavioural rules a part's weights get a little seeded noise, so that zero-initialised layers
 (adaLN-Zero gates, zero heads) cannot hide a dependence.
 
-`load_world(recipe, checkpoint=None, overrides=None)` (from `patchworld.checkpoints`) builds a whole
+`load_world(recipe, checkpoint=None, overrides=None)` (from `patchworld.recipes`) builds a whole
 `WorldModel` and datamodule from a recipe, as ``patchworld fit`` does, for tests inside a real model.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch import nn
 
-from .checkpoints import load_world  # noqa: F401  (re-exported: a WorldModel and datamodule from a recipe)
+from .recipes import load_world  # noqa: F401  (re-exported: a WorldModel and datamodule from a recipe)
 from .contracts import (broken, check_batch, check_generative_backbone, check_step_output, check_written, described,
                         evaluating, expect_tensor, run_backbone, run_conditioner, run_tokenizer)
 from .errors import ContractError, DataError
@@ -104,9 +105,10 @@ class Bench:
         torch.manual_seed(seed)  # also the world's run seed (patchworld.randomness)
         parts = {name: make() for name, make in vars(self).items() if make is not None}
         for name, part in parts.items():
-            base = KINDS[name][0]
+            base = KINDS[name]
             if not isinstance(part, base):
                 raise ContractError(f"the {name} factory made {described(part)}, not a patchworld.{base.__name__}")
+            check_typed(type(part))
         return WorldModel(**parts)
 
 
@@ -315,7 +317,7 @@ def check_backbone(make: Factory, *, tokenizer: Factory = PIXELS, objective: Fac
     * positions: its features depend on the positions, and (unless ``any_order=False``, for a backbone that
       needs the whole grid in order, e.g. factorized attention) follow them when the tokens are shuffled,
       and it runs on any subset of the tokens (masked objectives pass only the visible ones);
-    * depth: ``depth=None`` is ``depth=len(blocks)``, ``depth=1`` works;
+    * depth: ``depth=None`` is ``depth=len(blocks)``, ``depth=1`` works and (with several blocks) differs;
     * a `GenerativeBackbone` also: its signatures fit what `Flow` and `DDPM` call, a clean mask and
       timesteps are accepted, and the head's prediction has the documented shape."""
     bench = Bench(tokenizer, objective, make, conditioner)
@@ -372,8 +374,14 @@ def check_depth(backbone: Backbone, tokens: torch.Tensor, positions: torch.Tenso
                      "keep them in self.blocks = nn.ModuleList(...)")
     same(backbone, "forward(depth=None) is forward(depth=len(blocks))", backbone(tokens, positions, depth=len(blocks)),
          features, "run self.blocks[:depth], then what follows the blocks")
-    expect_tensor(backbone, "forward(depth=1) returns the features after one block", backbone(tokens, positions, depth=1),
-                  tuple(features.shape), "floating", "run self.blocks[:depth]")
+    first = backbone(tokens, positions, depth=1)
+    expect_tensor(backbone, "forward(depth=1) returns the features after one block", first, tuple(features.shape),
+                  "floating", "run self.blocks[:depth]")
+    if len(blocks) > 1 and torch.allclose(first.float(), features.float(), atol=1e-5):
+        raise broken(backbone, "forward(depth=k) returns the features after k blocks", f"depth=1 and depth="
+                     f"{len(blocks)} give the same features, so depth is ignored (the layer search would read one "
+                     f"layer {len(blocks)} times)", "take depth as a parameter of forward (not in **conditions) and "
+                     "run self.blocks[:depth]")
 
 
 def check_generative_calls(backbone: Backbone, latents: torch.Tensor) -> None:
@@ -552,20 +560,35 @@ def check_datamodule(make: Factory) -> None:
     datamodule = make()
     if not isinstance(datamodule, LightningDataModule):
         raise ContractError(f"the datamodule factory made {described(datamodule)}, not a LightningDataModule")
+    check_typed(type(datamodule))
     batches = first_batches(datamodule)
     if not batches:
         raise broken(datamodule, "it has a dataloader", "it defines none of " + ", ".join(f"{s}_dataloader" for s in SPLITS),
                      "define train_dataloader (and val_dataloader, predict_dataloader as needed)")
     for batch in batches.values():
         check_batch(batch, datamodule)
-    fix = "seed every random draw from the datamodule's settings (e.g. numpy.random.default_rng([seed, index]))"
-    same(datamodule, "a fresh copy yields the same first batches", first_batches(make()), batches, fix)
+    fresh = first_batches(make())
+    for split, batch in batches.items():
+        same(datamodule, f"a fresh copy yields the same first {split} batch", fresh.get(split), batch,
+             repeatable_fix(getattr(datamodule, f"{split}_dataloader")()))
     buffer = io.BytesIO()
     torch.save(datamodule.state_dict(), buffer)
     buffer.seek(0)
     make().load_state_dict(torch.load(buffer, weights_only=True))
     copy = pickled(datamodule, datamodule)
-    same(datamodule, "a pickled copy yields the same first batches", first_batches(copy), batches, fix)
+    for split, batch in first_batches(copy).items():
+        same(datamodule, f"a pickled copy yields the same first {split} batch", batch, batches[split],
+             repeatable_fix(getattr(datamodule, f"{split}_dataloader")()))
+
+
+def repeatable_fix(loader: Any) -> str:
+    """How to make a dataloader's batches repeatable: seed its shuffling if it shuffles unseeded, else every
+    random draw of its clips."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, torch.utils.data.RandomSampler) and sampler.generator is None:
+        return ("it shuffles with an unseeded generator: pass DataLoader(..., generator=torch.Generator()"
+                ".manual_seed(seed)) from the datamodule's settings")
+    return "seed every random draw from the datamodule's settings (e.g. numpy.random.default_rng([seed, index]))"
 
 
 def check_prompt_expander(make: Factory) -> None:
@@ -574,6 +597,7 @@ def check_prompt_expander(make: Factory) -> None:
     expander = make()
     if not isinstance(expander, PromptExpander):
         raise ContractError(f"the prompt expander factory made {described(expander)}, not a patchworld PromptExpander")
+    check_typed(type(expander))
     expanded = expander.expand(list(PROMPTS))
     if not (isinstance(expanded, list) and len(expanded) == len(PROMPTS)
             and all(isinstance(text, str) and text.strip() for text in expanded)):
@@ -591,6 +615,7 @@ def check_captioner(make: Factory) -> None:
     captioner = make()
     if not isinstance(captioner, Captioner):
         raise ContractError(f"the captioner factory made {described(captioner)}, not a patchworld Captioner")
+    check_typed(type(captioner))
     video = torch.rand(3, 3, captioner.frames, *captioner.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     captions = captioner.caption(video)
     if not (isinstance(captions, list) and len(captions) == 3 and all(isinstance(c, str) and c.strip() for c in captions)):
@@ -602,6 +627,20 @@ def check_captioner(make: Factory) -> None:
                      "alone or from a fresh copy", "caption each clip on its own, with seeded (or no) randomness")
 
 
+def constructor_parameters(cls: type) -> list[inspect.Parameter]:
+    return [p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def check_typed(cls: type) -> None:
+    """Rule: every constructor parameter is type-annotated, so a recipe's value is validated (an untyped ``depth``
+    would take ``--model.backbone.init_args.depth banana``)."""
+    untyped = [p.name for p in constructor_parameters(cls) if p.annotation is inspect.Parameter.empty]
+    if untyped:
+        raise broken(cls, "every constructor parameter is type-annotated", f"{untyped} are not",
+                     "annotate them (dim: int = 64): the recipe keys are validated by type")
+
+
 def check_help(cls: type) -> None:
     """What ``patchworld fit --model.<part>.help NAME`` shows is complete: the class docstring starts with a
     summary line (also shown by ``patchworld plugins``), and every constructor parameter is type-annotated
@@ -611,13 +650,8 @@ def check_help(cls: type) -> None:
         raise broken(cls, "the class docstring starts with a summary line", "it has no docstring",
                      '"""One line saying what it is.""" under the class line')
     documented = {param.arg_name for param in docstring_parser.parse(cls.__doc__).params}
-    parameters = [p for name, p in inspect.signature(cls.__init__).parameters.items()
-                  if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    untyped = [p.name for p in parameters if p.annotation is inspect.Parameter.empty]
-    if untyped:
-        raise broken(cls, "every constructor parameter is type-annotated", f"{untyped} are not",
-                     "annotate them (dim: int = 64): the recipe keys are validated by type")
-    missing = [p.name for p in parameters if p.name not in documented]
+    check_typed(cls)
+    missing = [p.name for p in constructor_parameters(cls) if p.name not in documented]
     if missing:
         raise broken(cls, "every constructor parameter is documented under Args:", f"no `name: ...` line for {missing}",
                      "add one `name: what it does` line per parameter under Args: in the class docstring")

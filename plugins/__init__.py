@@ -7,7 +7,7 @@ from patchworld.evaluation.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
 from patchworld.evaluation.physics import physics_command
 
-from .adapters import LoRA  # noqa: F401  (an Adapter: --model.adapter LoRA)
+from .adapters import LoRA
 from .adherence import adherence
 from .judge import judge
 from .captions import ProbeCaptioner, StyleExpander, recaption
@@ -28,43 +28,18 @@ from .writers import EmbeddingWriter, VideoWriter
 
 
 @hookimpl
-def patchworld_register_tokenizers():
-    return [Pixels, VAE]
-
-
-@hookimpl
-def patchworld_register_backbones():
-    return [ViT, DiT]
-
-
-@hookimpl
-def patchworld_register_objectives():
-    return [VideoMAE, VJEPA, Flow, DDPM, VAEReconstruction]
-
-
-@hookimpl
-def patchworld_register_decoders():
-    return [VideoWriter, EmbeddingWriter]
-
-
-@hookimpl
-def patchworld_register_conditioners():
-    return [TinyTextEncoder, MiniLM]
-
-
-@hookimpl
-def patchworld_register_datamodules():
-    return [SyntheticWorld, VideoFolder, Prompts, LatentCache]
-
-
-@hookimpl
-def patchworld_register_prompt_expanders():
-    return [StyleExpander]
-
-
-@hookimpl
-def patchworld_register_captioners():
-    return [ProbeCaptioner]
+def patchworld_register_components():
+    return [
+        Pixels, VAE,  # tokenizers
+        ViT, DiT,  # backbones
+        VideoMAE, VJEPA, Flow, DDPM, VAEReconstruction,  # objectives
+        VideoWriter, EmbeddingWriter,  # decoders
+        TinyTextEncoder, MiniLM,  # conditioners
+        SyntheticWorld, VideoFolder, Prompts, LatentCache,  # datamodules
+        StyleExpander,  # prompt expanders
+        ProbeCaptioner,  # captioners
+        LoRA,  # adapters
+    ]
 
 
 @hookimpl

@@ -30,7 +30,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from patchworld import ComponentError, PatchworldError
-from patchworld.checkpoints import find_last, load_weights, read_part
+from patchworld.checkpoints import find_last, read_part
+from patchworld.recipes import load_weights
 from patchworld.data.video_io import atomic_path
 from patchworld.interfaces import Adapter
 

@@ -20,11 +20,11 @@ from torch.nn import functional as F
 
 from patchworld import PatchworldError
 from patchworld.checkpoints import load_checkpoint
-from patchworld.cli import CommandParser
+from patchworld.parsing import CommandParser
 from patchworld.data.synthetic import COLOUR_NAMES, COLOURS, TASKS, SyntheticClips, collate
 from patchworld.data.video_io import atomic_path, check_writable
 from patchworld.precision import autocast_bf16
-from patchworld.checkpoints import load_world
+from patchworld.recipes import load_world
 
 ATTRIBUTES = ("shape", "colour", "direction")
 

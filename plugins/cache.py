@@ -316,8 +316,8 @@ class LatentCache(pl.LightningDataModule):
 
 def cache_command(argv: list[str]) -> int:
     """Encode a recipe's training clips once into a latent (and text) cache for `--data LatentCache`."""
-    from patchworld.checkpoints import load_world
-    from patchworld.cli import CommandParser
+    from patchworld.recipes import load_world
+    from patchworld.parsing import CommandParser
 
     parser = CommandParser(prog="patchworld cache", description=cache_command.__doc__)
     parser.add_argument("--config", type=str, required=True, help="the recipe (a path or a shipped recipe's name)")

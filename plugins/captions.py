@@ -20,8 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from patchworld import DataError, PatchworldError
-from patchworld.cli import CommandParser
+from patchworld import ComponentError, DataError, PatchworldError
+from patchworld.errors import require_positive
+from patchworld.parsing import CommandParser
 from patchworld.data.synthetic import COLOUR_NAMES, DIRECTIONS, SHAPES, SIZES, SPEEDS, TASKS, Scene, SyntheticClips
 from patchworld.data.synthetic import captions as synthetic_captions
 from patchworld.data.synthetic import collate
@@ -164,6 +165,12 @@ class ProbeCaptioner(Captioner):
                  clips: int = 2048, steps: int = 300, seed: int = 0):
         if frames < 2:
             raise PatchworldError(f"ProbeCaptioner: frames must be at least 2 (motion needs two), got {frames}")
+        if len(size) != 2:
+            raise ComponentError(f"ProbeCaptioner.size must be (H, W), got {size!r}")
+        require_positive("ProbeCaptioner", height=size[0], width=size[1], clips=clips, steps=steps,
+                         object_scale=object_scale)
+        if seed < 0:
+            raise ComponentError(f"ProbeCaptioner.seed must be >= 0, got {seed}")
         self.frames, self.size, self.object_scale, self.seed = frames, tuple(size), object_scale, seed
         torch.manual_seed(seed)
         self.probe = nn.Sequential(nn.Linear(12, 64), nn.GELU())

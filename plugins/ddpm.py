@@ -12,6 +12,7 @@ import math
 import torch
 
 from patchworld import ComponentError
+from patchworld.errors import require_positive
 from patchworld.randomness import draw
 
 from .generation import GenerativeObjective
@@ -35,6 +36,9 @@ class DDPM(GenerativeObjective):
         super().__init__(**kwargs)
         if prediction not in ("v", "eps"):
             raise ComponentError(f"DDPM.prediction must be 'v' or 'eps', got {prediction!r}")
+        require_positive("DDPM", train_steps=train_steps, min_alpha_bar=min_alpha_bar)
+        if cosine_offset < 0:
+            raise ComponentError(f"DDPM.cosine_offset must be >= 0, got {cosine_offset}")
         self.prediction, self.cosine_offset, self.train_steps = prediction, cosine_offset, train_steps
         self.min_alpha_bar, self.clip_x0 = min_alpha_bar, clip_x0
 

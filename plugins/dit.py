@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from patchworld import Backbone, ComponentError, DataError, PatchEmbed3d, Rope3d
+from patchworld.errors import require_positive
 
 from .vit import attention_backend, init_transformer
 
@@ -160,6 +161,7 @@ class DiT(Backbone):
                  text_attention: Literal["cross", "joint"] = "cross", gradient_checkpointing: bool = False,
                  rope_base: float = 10000.0):
         super().__init__(dim, patch_size)
+        require_positive("DiT", depth=depth, heads=heads, mlp_ratio=mlp_ratio)
         if text_attention not in ("cross", "joint"):
             raise ComponentError(f"DiT.text_attention {text_attention!r}; valid: 'cross', 'joint'")
         if text_attention == "joint" and factorized:

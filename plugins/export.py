@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from patchworld import PatchworldError
 from patchworld.checkpoints import find_last, read_part
-from patchworld.cli import CommandParser
+from patchworld.parsing import CommandParser
 from patchworld.data.video_io import atomic_path
 
 

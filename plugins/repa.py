@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from patchworld import ComponentError, PatchworldError
-from patchworld.checkpoints import load_run
+from patchworld.recipes import load_run
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from patchworld import Conditioner
+from patchworld.errors import require_positive
 
 from .vit import init_transformer, transformer_blocks
 
@@ -30,6 +31,7 @@ class TinyTextEncoder(Conditioner):
 
     def __init__(self, dim: int = 128, depth: int = 2, heads: int = 4, buckets: int = 4096, max_words: int = 32):
         super().__init__()
+        require_positive(type(self).__name__, dim=dim, buckets=buckets, max_words=max_words)
         self.dim, self.buckets, self.max_words = dim, buckets, max_words
         self.words = nn.Embedding(buckets + 1, dim)  # index `buckets` is [BOS]
         self.position = nn.Parameter(torch.zeros(1, max_words + 1, dim))

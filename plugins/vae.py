@@ -32,6 +32,7 @@ from patchworld.patches import Size3, as_size3
 from patchworld.randomness import Generators, batch_generator, draw, sample_generators
 
 from patchworld.checkpoints import read_part
+from patchworld.errors import require_positive
 
 #: constructor arguments that fix the architecture; stored with the weights so a checkpoint rebuilds it
 ARCHITECTURE = ("compression", "latent_channels", "width", "multipliers", "blocks")
@@ -294,7 +295,8 @@ class VAE(Tokenizer):
                                       f"(no stored VAE configuration)")
             config = {key: stored[key] for key in ARCHITECTURE}
         self.config = config
-        self.compression = as_size3(config["compression"])
+        require_positive("VAE", latent_channels=config["latent_channels"], width=config["width"])
+        self.compression = as_size3(config["compression"], "VAE.compression")
         for axis, factor in zip("thw", self.compression):
             if factor < 1 or factor & (factor - 1):
                 raise PatchworldError(f"VAE.compression must be powers of two; got {axis}={factor} in {self.compression}")
@@ -511,6 +513,12 @@ class VAEReconstruction(Objective):
     def __init__(self, l1_weight: float = 1.0, l2_weight: float = 0.0, kl_weight: float = 1e-6,
                  gradient_weight: float = 0.0, crop: int | None = None, stats_momentum: float = 0.01):
         super().__init__()
+        weights = {"l1_weight": l1_weight, "l2_weight": l2_weight, "kl_weight": kl_weight, "gradient_weight": gradient_weight}
+        for name, weight in weights.items():
+            if weight < 0:
+                raise ComponentError(f"VAEReconstruction.{name} must be >= 0, got {weight}")
+        if not 0 < stats_momentum <= 1:
+            raise ComponentError(f"VAEReconstruction.stats_momentum must be in (0, 1], got {stats_momentum}")
         self.l1_weight, self.l2_weight, self.kl_weight = l1_weight, l2_weight, kl_weight
         self.gradient_weight, self.crop, self.stats_momentum = gradient_weight, crop, stats_momentum
 

@@ -12,6 +12,7 @@ import torch
 
 from patchworld import ComponentError, Objective, gather_tokens, patchify, split_past_future
 from patchworld.randomness import Generators, draw, sample_generators
+from patchworld.errors import require_positive
 
 from .vit import TokenPredictor
 
@@ -52,6 +53,8 @@ class VideoMAE(Objective):
         super().__init__()
         if not 0 < mask_ratio < 1:
             raise ComponentError(f"VideoMAE.mask_ratio must be in (0, 1), got {mask_ratio}")
+        require_positive("VideoMAE", predictor_dim=predictor_dim, predictor_depth=predictor_depth,
+                         predictor_heads=predictor_heads)
         self.mask_ratio, self.normalize_targets = mask_ratio, normalize_targets
         self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads
 

@@ -16,13 +16,17 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from patchworld import Backbone, ComponentError, sincos_3d
+from patchworld.errors import require_positive
 
 
 def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0,
                        owner: str = "ViT") -> nn.ModuleList:
     """`depth` pre-norm timm blocks with stochastic depth rising linearly to `drop_path`; `owner` names the
     component (and its parameters) in the error for a width that the heads do not divide."""
-    if heads < 1 or dim % heads:
+    require_positive(owner, dim=dim, heads=heads, mlp_ratio=mlp_ratio)
+    if depth < 0:
+        raise ComponentError(f"{owner}.depth must be >= 0, got {depth}")
+    if dim % heads:
         raise ComponentError(f"{owner}: dim {dim} must be a multiple of heads {heads} (each head gets dim/heads "
                              f"channels)")
     rates = torch.linspace(0, drop_path, depth).tolist() if depth else []

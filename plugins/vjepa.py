@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from patchworld import ComponentError, DataError, Objective, gather_tokens, split_past_future
 from patchworld.randomness import Generators, batch_generator, sample_generators
+from patchworld.errors import require_positive
 
 from .masks import BlockMask, MaskFamily, future_mask, sample_masks
 from .vit import TokenPredictor
@@ -158,6 +159,14 @@ class VJEPA(Objective):
             raise ComponentError(f"VJEPA.ema momenta must lie in [0, 1], got {tuple(ema)}")
         if not 0 < sigreg_weight < 1:
             raise ComponentError(f"VJEPA.sigreg_weight must be in (0, 1), got {sigreg_weight}")
+        require_positive("VJEPA", predictor_dim=predictor_dim, predictor_depth=predictor_depth,
+                         predictor_heads=predictor_heads, sigreg_slices=sigreg_slices)
+        if monitor_every < 0:
+            raise ComponentError(f"VJEPA.monitor_every must be >= 0 (0 = off), got {monitor_every}")
+        for name, pair in (("short_range", short_range), ("long_range", long_range), ("aspect_ratio", aspect_ratio),
+                           ("ema", ema)):
+            if len(pair) != 2:
+                raise ComponentError(f"VJEPA.{name} must be a pair of numbers, got {pair!r}")
         self.families = (MaskFamily(int(short_range[0]), float(short_range[1]), tuple(aspect_ratio)),
                          MaskFamily(int(long_range[0]), float(long_range[1]), tuple(aspect_ratio)))
         self.predictor_dim, self.predictor_depth, self.predictor_heads = predictor_dim, predictor_depth, predictor_heads

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from patchworld import Decoder
+from patchworld import ComponentError, Decoder
 from patchworld.data.video_io import atomic_path, to_uint8_frames, write_video
+from patchworld.errors import require_positive
 
 
 def _names(batch: dict, batch_index: int, count: int) -> list[str]:
@@ -31,6 +32,12 @@ def write_frame_strip(path: Path, video: torch.Tensor, max_frames: int = 16) -> 
     return Path(path)
 
 
+
+def no_fewer_than_zero(strip_frames: int, owner: str) -> int:
+    if strip_frames < 0:
+        raise ComponentError(f"{owner}.strip_frames must be >= 0 (0 writes no strips), got {strip_frames}")
+    return strip_frames
+
 class VideoWriter(Decoder):
     """Writes every video-shaped output (B, 3, T, H, W) in [-1, 1] as H.264 mp4 (<name>_<key>.mp4) and a
     PNG frame strip (<name>_<key>.png).
@@ -42,7 +49,8 @@ class VideoWriter(Decoder):
 
     def __init__(self, fps: int = 8, strip_frames: int = 16):
         super().__init__()
-        self.fps, self.strip_frames = fps, strip_frames
+        require_positive("VideoWriter", fps=fps)
+        self.fps, self.strip_frames = fps, no_fewer_than_zero(strip_frames, "VideoWriter")
 
     def write(self, outputs: dict[str, Any], batch: dict, directory: Path, batch_index: int) -> list[Path]:
         written = []
@@ -67,7 +75,7 @@ class EmbeddingWriter(Decoder):
 
     def __init__(self, strip_frames: int = 16):
         super().__init__()
-        self.strip_frames = strip_frames
+        self.strip_frames = no_fewer_than_zero(strip_frames, "EmbeddingWriter")
 
     def write(self, outputs: dict[str, Any], batch: dict, directory: Path, batch_index: int) -> list[Path]:
         tokens, positions = outputs["tokens"].float().cpu(), outputs["positions"].cpu()

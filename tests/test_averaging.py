@@ -11,7 +11,8 @@ import torch
 
 from patchworld import ComponentError, WorldModel
 from patchworld.averaging import warmed_up_decay
-from patchworld.checkpoints import find_last, load_checkpoint, load_world
+from patchworld.checkpoints import find_last, load_checkpoint
+from patchworld.recipes import load_world
 from patchworld.data import SyntheticWorld
 from patchworld_plugins.pixels import Pixels
 from patchworld_plugins.videomae import VideoMAE

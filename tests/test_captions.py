@@ -3,13 +3,15 @@ captions, `Prompts` applies an expander, `patchworld recaption` writes only the 
 the right content, and a plugin's expander is picked up by name."""
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
 import torch
 
 import patchworld
-from patchworld.checkpoints import load_world
+import patchworld.parsing
+from patchworld.recipes import load_world
 from patchworld.data.synthetic import DIRECTIONS, SHAPES, SIZES, SPEEDS, COLOUR_NAMES, SyntheticClips
 from patchworld.data.video_io import write_video
 from patchworld.plugins import build_registry
@@ -86,10 +88,12 @@ class Broken(patchworld.interfaces.PromptExpander):
         return []
 
 
-def test_a_plugin_registered_expander_is_picked_up_by_name():
-    plugin = type("Plugin", (), {"patchworld_register_prompt_expanders": staticmethod(
+def test_a_plugin_registered_expander_is_picked_up_by_name(monkeypatch):
+    plugin = type("Plugin", (), {"patchworld_register_components": staticmethod(
         patchworld.hookimpl(lambda: [Shouting]))})
-    assert build_registry({"loud": plugin}).get("prompt_expander", "Shouting") is Shouting
+    registry = build_registry({"patchworld_plugins": importlib.import_module("patchworld_plugins"), "loud": plugin})
+    assert registry.get("prompt_expander", "Shouting") is Shouting
+    monkeypatch.setattr(patchworld.parsing, "load_plugins", lambda: registry)  # as if "loud" were installed
     tiny = ["--model.backbone.init_args.dim", "32", "--model.backbone.init_args.depth", "1",
             "--model.backbone.init_args.heads", "2", "--model.conditioner", "TinyTextEncoder", "--model.conditioner.init_args.dim", "32",
             "--model.conditioner.init_args.depth", "1"]

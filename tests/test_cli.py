@@ -197,3 +197,12 @@ def test_fit_and_predict_print_no_warning_a_user_cannot_act_on(tmp_path):
         noise = [line for line in run.stderr.splitlines() if re.search(r"\.py:\d+: |[Ww]arning|weights_only", line)]
         assert not noise, noise
     assert "/-2" not in runs[0].stdout and re.search(r"step: 5/5", runs[0].stdout), runs[0].stdout[-1000:]
+
+
+def test_the_reserved_command_names_are_the_built_in_commands():
+    from pytorch_lightning.cli import LightningCLI
+
+    from patchworld.cli import COMMANDS
+    from patchworld.plugins import RESERVED_COMMANDS
+
+    assert set(RESERVED_COMMANDS) == set(LightningCLI.subcommands()) | set(COMMANDS)

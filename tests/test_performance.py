@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from patchworld.cli import cut_short
+from patchworld.runs import cut_short
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

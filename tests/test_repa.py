@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from patchworld import ComponentError, PatchworldError, WorldModel
-from patchworld.checkpoints import find_last, load_run, read_part
+from patchworld.checkpoints import find_last, read_part
+from patchworld.recipes import load_run
 from patchworld.data.synthetic import SyntheticClips, collate
 from patchworld_plugins import DiT, Flow, Pixels, TinyTextEncoder
 from patchworld_plugins.repa import Alignment

@@ -206,7 +206,7 @@ def test_bad_repertoire_input(fails, tmp_path):
 
 
 def test_load_world_takes_the_training_clip_length_from_the_checkpoint(checkpoint):
-    from patchworld.checkpoints import load_world
+    from patchworld.recipes import load_world
 
     world, _ = load_world("sora-tiny-sizes", checkpoint, TINY)  # what `patchworld adherence` uses
     assert world.clip_frames == 4

@@ -2,6 +2,7 @@
 and predicts from its recipe, for every kind; bad names and existing folders are refused in one line."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import os
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+from patchworld.plugins import load_plugins
 from patchworld.scaffold import SCAFFOLDS
 
 
@@ -44,6 +46,9 @@ def test_every_kind_makes_a_plugin_whose_own_tests_pass(kind, run_cli, tmp_path,
     name = f"kit_{kind}"
     assert run_cli("new", "plugin", name, "--kind", kind) == 0
     monkeypatch.syspath_prepend(str(tmp_path / name))
+    installed = [*importlib.metadata.entry_points(group="patchworld"), importlib.metadata.EntryPoint(name, name, "patchworld")]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: installed)  # as `pip install -e` would
+    load_plugins.cache_clear()  # the recipe names its class through the registry of installed plugins
     spec = importlib.util.spec_from_file_location(f"test_{name}", tmp_path / name / "tests" / f"test_{name}.py")
     module = importlib.util.module_from_spec(spec)
     try:
@@ -54,6 +59,7 @@ def test_every_kind_makes_a_plugin_whose_own_tests_pass(kind, run_cli, tmp_path,
         for function in tests.values():
             function(**({"tmp_path": tmp_path / "run"} if "tmp_path" in inspect.signature(function).parameters else {}))
     finally:  # forget the package
+        load_plugins.cache_clear()
         for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
             del sys.modules[loaded]
 

@@ -224,7 +224,7 @@ def test_linear_probe_and_feature_extraction():
 
 def test_load_world_loads_a_checkpoint_and_names_a_mismatch(tmp_path):
     from patchworld import PatchworldError
-    from patchworld.checkpoints import load_world
+    from patchworld.recipes import load_world
 
     shallow = ["--model.backbone.init_args.depth", "1"]
     model, data = load_world("vjepa-tiny", None, shallow)

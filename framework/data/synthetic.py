@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ComponentError
+from ..errors import ComponentError, require_positive, require_size2
 from .sampler import BucketBatchSampler, ResumableDataLoader, parse_buckets
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -333,6 +333,8 @@ class SyntheticWorld(pl.LightningDataModule):
                  impossible_prob: float = 0.0, violations: tuple[str, ...] = VIOLATIONS[1:], object_scale: float = 1.0,
                  friction: float = 0.0, num_workers: int = 0, seed: int = 0):
         super().__init__()
+        require_size2("SyntheticWorld", size)
+        require_positive("SyntheticWorld", frames=frames, batch_size=batch_size, train_size=train_size)
         if not 1 <= max_objects <= 3:
             raise ComponentError(f"SyntheticWorld.max_objects must be 1, 2 or 3, got {max_objects}")
         if not 0 < object_scale <= 3:

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataError
+from ..errors import DataError, require_positive, require_size2
 from .sampler import BucketBatchSampler, ResumableDataLoader, parse_buckets
 from .video_io import VideoInfo, probe_video, read_clip
 
@@ -242,6 +242,10 @@ class VideoFolder(pl.LightningDataModule):
                  max_bad_fraction: float = 0.1, buckets: list[tuple[int, int, int]] | None = None,
                  max_crop: float = 0.5):
         super().__init__()
+        require_size2("VideoFolder", size)
+        require_positive("VideoFolder", frames=frames, batch_size=batch_size)
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"VideoFolder: val_fraction must be in [0, 1), got {val_fraction}")
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise DataError(f"VideoFolder: max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.root, self.frames, self.size, self.fps = Path(root), frames, tuple(size), fps

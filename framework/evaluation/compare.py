@@ -24,7 +24,7 @@ from .study import ProbeSpec, Study
 def parser():
     from jsonargparse import ActionConfigFile
 
-    from ..cli import CommandParser
+    from ..parsing import CommandParser
 
     p = CommandParser(prog="patchworld compare", description=(__doc__ or "").split("\n\n")[0], default_env=False)
     p.add_argument("--config", action=ActionConfigFile, help="a study config (e.g. recipes/compare-tiny.yaml)")
@@ -57,7 +57,7 @@ def parser():
 
 def parse_study(argv: list[str]):
     """(parsed namespace with instantiated specs, the config as a plain dict) of a study's arguments."""
-    from ..cli import resolve_recipe_args
+    from ..recipes import resolve_recipe_args
     from ..plugins import load_plugins
 
     p = parser()

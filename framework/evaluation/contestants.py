@@ -110,7 +110,7 @@ class Contestants:
         self.data, self.output, self.device, self.budget_flops = data, Path(output), device, budget_flops
 
     def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
-        from ..cli import PatchworldCLI, resolve_recipe_args
+        from ..recipes import PatchworldCLI, resolve_recipe_args
         from ..plugins import load_plugins
 
         args = resolve_recipe_args(["--config", recipe], load_plugins()) + list(overrides) + [

@@ -338,7 +338,7 @@ def as_spec(value) -> PhysicsSpec:
 def parser():
     from jsonargparse import ActionConfigFile
 
-    from ..cli import CommandParser
+    from ..parsing import CommandParser
 
     p = CommandParser(prog="patchworld physics", description=(__doc__ or "").split("\n\n")[0], default_env=False)
     p.add_argument("--config", action=ActionConfigFile, help="a recipe (with --ckpt_path) or a study config")
@@ -356,7 +356,7 @@ def physics_command(argv: list[str]) -> int:
     """Intuitive physics: each model's own predictive surprise on matched possible/impossible sets."""
     import yaml
 
-    from ..cli import resolve_recipe_args
+    from ..recipes import resolve_recipe_args
     from ..plugins import load_plugins
 
     if {"-h", "--help"} & set(argv):
@@ -377,7 +377,7 @@ def physics_command(argv: list[str]) -> int:
 def recipe_physics(argv: list[str], recipe: str) -> int:
     """One recipe: its checkpoint (if given) and its random-init control, plus copy-last-frame pixels."""
     from .contestants import PixelFeatures
-    from ..checkpoints import load_world
+    from ..recipes import load_world
 
     rest = [a for i, a in enumerate(argv) if a not in ("--config", "-c") and (i == 0 or argv[i - 1] not in ("--config", "-c"))]
     p = parser()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..checkpoints import load_world
+from ..recipes import load_world
 from ..precision import autocast_bf16
 from .features import FeatureSet, extract_features
 
@@ -311,6 +311,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..cli import guarded
+    from ..parsing import guarded
 
     raise SystemExit(guarded(main, sys.argv[1:]))

@@ -5,7 +5,7 @@
     python docs/course/ch04_dit/run.py --quick      # a smoke run (seconds; the model learns nothing)
 
 It builds the shipped `sora-tiny` recipe (Pixels -> DiT over 2x4x4 spacetime patches -> Flow, with the
-tiny trainable text encoder in place of the recipe's MiniLM) through `patchworld.checkpoints.load_world`, trains it with Lightning on SyntheticWorld,
+tiny trainable text encoder in place of the recipe's MiniLM) through `patchworld.recipes.load_world`, trains it with Lightning on SyntheticWorld,
 and writes `dit.png` (into this folder, or `--out DIR`): for test clips, the real clip, an i2v sample from
 its first frame, and a clip extended forward window by window with `extend_forward_step` (given frames
 framed in green), above the denoising error per latent frame with and without the first frame given,
@@ -63,7 +63,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from patchworld.checkpoints import load_world
+    from patchworld.recipes import load_world
     from patchworld_plugins.generation import given_mask, task_frames
 
     start = time.time()

@@ -70,7 +70,7 @@ class Watch(pl.Callback):
 def run(mode: str, ex: ModuleType, steps: int, interval: int) -> dict[str, list[float]]:
     """Train vjepa-tiny with `anti_collapse=mode`; the L1 prediction loss of every step and your monitors
     every `interval` steps (from step 0)."""
-    from patchworld.checkpoints import load_world
+    from patchworld.recipes import load_world
 
     pl.seed_everything(0, verbose=False)
     world, data = load_world("vjepa-tiny", overrides=["--model.objective.init_args.anti_collapse", mode,

@@ -26,7 +26,7 @@ FRAMES, SIZE, CONTEXT = 16, (32, 32), 4
 
 def vjepa(steps: int):
     """vjepa-tiny on 16-frame 32x32 clips, trained for `steps` steps (0: its seeded random initialisation)."""
-    from patchworld.checkpoints import load_world
+    from patchworld.recipes import load_world
 
     pl.seed_everything(0, verbose=False)
     world, data = load_world("vjepa-tiny", overrides=["--data.init_args.frames", str(FRAMES),

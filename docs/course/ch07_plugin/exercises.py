@@ -64,8 +64,8 @@ def tiny_forward(backbone: CourseBackbone, tokens: torch.Tensor, positions: torc
 
 
 @patchworld.hookimpl
-def patchworld_register_backbones() -> list[type]:
-    """The plugin's hook: the backbones it contributes (here `CourseBackbone`)."""
+def patchworld_register_components() -> list[type]:
+    """The plugin's hook: the components it contributes (here the backbone `CourseBackbone`)."""
     raise NotImplementedError(
-        "return a list of the Backbone subclasses this plugin registers; recipes then name them by class name"
+        "return a list of the component classes this plugin registers; recipes then name them by class name"
     )

@@ -60,6 +60,6 @@ def tiny_forward(backbone: CourseBackbone, tokens: torch.Tensor, positions: torc
 
 
 @patchworld.hookimpl
-def patchworld_register_backbones() -> list[type]:
+def patchworld_register_components() -> list[type]:
     """The plugin's hook: the backbones it contributes (here `CourseBackbone`)."""
     return [CourseBackbone]

@@ -46,18 +46,18 @@ def test_tiny_forward_passes_the_kits_check_backbone(exercises):
         pytest.fail(f"patchworld.testing.check_backbone refused your backbone: {error}", pytrace=False)
 
 
-def test_patchworld_register_backbones_registers_yours(exercises):
+def test_patchworld_register_components_registers_yours(exercises):
     registry = build_registry({"course": exercises})
     problem = registry.failures.get("course")
     assert problem is None, f"your module is a broken plugin: {problem}"
     assert "CourseBackbone" in registry.names("backbone"), (
-        "your plugin registers no backbone named CourseBackbone: patchworld_register_backbones must return "
+        "your plugin registers no backbone named CourseBackbone: patchworld_register_components must return "
         "[CourseBackbone]")
     assert registry.get("backbone", "CourseBackbone") is exercises.CourseBackbone, (
         "the registered CourseBackbone is not the class defined in your module")
 
 
-def test_patchworld_register_backbones_beside_the_first_party_plugin(exercises):
+def test_patchworld_register_components_beside_the_first_party_plugin(exercises):
     registry = build_registry({FIRST_PARTY: importlib.import_module(FIRST_PARTY), "course": exercises})
     problem = registry.failures.get("course")
     assert problem is None, f"beside {FIRST_PARTY}, your module is a broken plugin: {problem}"

@@ -31,7 +31,7 @@ class TokenMLP(patchworld.Backbone):
 
 
 @patchworld.hookimpl
-def patchworld_register_backbones():
+def patchworld_register_components():
     return [TokenMLP]
 
 
