@@ -118,7 +118,7 @@ class Contestants:
 
     def identity(self, role: str, spec) -> dict:
         """What defines the network an entry gives (the inputs of every fingerprint of its work): the recipe
-        (its file's text too), overrides, the training data and, for a trained model, the budget; a loaded
+        (its file's text too) and overrides, and for a trained model its training data and budget; a loaded
         checkpoint's path, size and time; a pixel baseline's patch size."""
         if role == "baseline" and spec.kind == "pixels":
             return {"pixels": list(spec.patch_size)}
@@ -129,11 +129,12 @@ class Contestants:
         from ..cli import resolve_recipe_args
         from ..plugins import load_plugins
 
-        trained = role == "model" and spec.train
         recipe_file = resolve_recipe_args(["--config", spec.recipe], load_plugins())[1] if spec.recipe else None
-        return {"recipe": spec.recipe, "recipe_text": file_text(recipe_file) if recipe_file else None,
-                "overrides": list(spec.overrides), "data": training_data(self.data, self.data.frames),
-                "trained": trained, "budget_flops": self.budget_flops if trained else None}
+        network = {"recipe": spec.recipe, "recipe_text": file_text(recipe_file) if recipe_file else None,
+                   "overrides": list(spec.overrides)}
+        if role == "model" and spec.train:
+            return network | {"data": training_data(self.data, self.data.frames), "budget_flops": self.budget_flops}
+        return network | {"random_init": True}
 
     def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
         from ..cli import PatchworldCLI, resolve_recipe_args

@@ -290,7 +290,7 @@ class Study:
         if self.ceiling_spec is None or not self.reads_clips:
             return False
         stamp = self.output / "ceilings.json"
-        inputs = {"data": asdict(self.data), "ceiling": asdict(self.ceiling_spec), "tasks": self.tasks}
+        inputs = {"data": self.probe_data(), "ceiling": asdict(self.ceiling_spec), "tasks": self.tasks}
         record = None if self.fresh else read_stamp(stamp, inputs)
         if record is not None:
             self.ceilings = {task: CeilingResult(**c | {"test_correct": torch.tensor(c["test_correct"], dtype=torch.bool)})
@@ -349,13 +349,17 @@ class Study:
         return self.correct[name][kind][fraction][key]
 
     # ---- work an earlier run on the same output already did ----------------------------------------------
+    def probe_data(self) -> dict:
+        """The data settings the probe clips depend on (not the models' training batch size or seed)."""
+        return {key: value for key, value in asdict(self.data).items() if key not in ("batch_size", "seed")}
+
     def saved_features(self, role: str, spec, model, frames: int, bar) -> tuple[dict, dict, dict | None, bool]:
         """(chosen, default, search record, reused): `choose_features`, saved under `output`/features/<name>/
         with its stamp, or read back from there when an earlier run read the same network on the same clips
         with the same search and probe sweep (reused: True)."""
         folder = self.output / "features" / spec.name
         stamp = folder / "features.json"
-        inputs = {"model": self.contestants.identity(role, spec), "data": asdict(self.data), "frames": frames,
+        inputs = {"model": self.contestants.identity(role, spec), "data": self.probe_data(), "frames": frames,
                   "search": getattr(spec, "search", None), "tasks": self.tasks, "extract_batch_size": self.extract_batch_size,
                   "probe": {k: getattr(self.probe, k) for k in ("lrs", "weight_decays", "steps", "batch_size")},
                   "bf16": self.bf16, "device": self.device.type}
