@@ -25,6 +25,11 @@ model's **gap closed** per task and family is (model - floor) / (ceiling - floor
 interval over test clips (`statistics.gap_closed`). It writes
 report.md, results.json and plots (compare-*.png, physics-*.png) atomically under the output directory.
 
+Each trained model, feature set (with its layer search), physics curve set and the ceilings are saved under
+the output with a stamp of their inputs (`reuse`), so a study run again on the same output reuses whatever
+an earlier run finished with the same settings. A model that fails is named in one line and recorded as
+failed; the others go on. The wall time is reported split into its parts (`WallTime`).
+
 The clips live in `clips`, the contestants (trained, loaded, controls, baselines) in `contestants`, the
 command in `compare` and the outputs in `report`.
 """
@@ -41,8 +46,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data.synthetic import TASKS
 from ..cli import describe
+from ..data.synthetic import TASKS
 from ..errors import ComponentError, PatchworldError
 from ..precision import autocast_bf16
 from .ceiling import CeilingResult, CeilingSpec, supervised_ceiling
