@@ -402,7 +402,8 @@ class Study:
     # ---- the whole study --------------------------------------------------------------------------------
     def run(self) -> dict:
         """Ceilings, then every entry; a model that fails is named in one line (`failed` in its entry) and the
-        study goes on without it (unless `fail_fast`)."""
+        study goes on without it (unless `fail_fast`). When every entry fails there is nothing to report: the
+        first failure is raised."""
         clock = WallTime()
         torch.manual_seed(0)
         start = time.perf_counter()  # first: a task nobody can learn stops the study before any training
@@ -410,6 +411,7 @@ class Study:
         bar = tqdm(self.entries(), desc="compare", unit="model", disable=not self.progress)
         results: dict = {"config": None, "families": self.families, "models": {}}
         controls: dict[str, str] = {}
+        errors: list[Exception] = []
         for role, spec in bar:
             bar.set_description(f"compare [{spec.name}]")
             if role == "control":
@@ -419,7 +421,10 @@ class Study:
             except Exception as error:
                 if self.fail_fast:
                     raise
+                errors.append(error)
                 results["models"][spec.name] = {"role": role, "failed": self.failure(spec.name, error)}
+        if errors and len(errors) == len(results["models"]):
+            raise errors[0]
         results["differences"] = self.differences(controls)
         results["ceilings"] = {task: c.as_dict() for task, c in self.ceilings.items()}
         results["gap_closed"] = self.gaps_closed(controls)
