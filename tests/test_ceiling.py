@@ -101,3 +101,33 @@ def test_a_study_refuses_a_task_no_one_can_learn_unless_told_to_keep_it(run_cli,
     assert "## Floors and ceilings" in report and "Not learnable here (kept on request): reversed" in report
     gap_rows = [line for line in report.split("## Floors and ceilings")[1].splitlines() if line.startswith("| colour |")]
     assert gap_rows and all(line.endswith(("resolved |", "within noise |")) for line in gap_rows)  # each gap labelled
+
+
+def test_a_study_reuses_ceilings_measured_on_the_same_data_tasks_and_settings(tmp_path, monkeypatch):
+    from patchworld.evaluation import study
+    from patchworld.evaluation.contestants import Baseline
+
+    data = study.DataSpec(frames=4, size=(16, 16), probe_train=64, probe_val=32, probe_test=32, max_objects=1,
+                          object_scale=2.0)
+    settings = CeilingSpec(steps=40, width=8, batch_size=32, eval_every=20)
+
+    def measured(ceiling=settings, fresh=False) -> tuple[bool, dict]:
+        one = study.Study([], [Baseline("pixels")], data, study.ProbeSpec(), None, tmp_path, {"appearance": ["colour"]},
+                          ceiling=ceiling, keep_unlearnable=["colour"], fresh=fresh)
+        return one.measure_ceilings(), one.ceilings["colour"]
+
+    def same(a, b) -> bool:
+        return (a.step, a.val_accuracy, a.test_accuracy, a.chance) == (b.step, b.val_accuracy, b.test_accuracy, b.chance) \
+            and torch.equal(a.test_correct, b.test_correct)
+
+    reused, first = measured()
+    assert not reused and (tmp_path / "ceilings.json").exists()
+    calls = []
+    measure = study.supervised_ceiling
+    monkeypatch.setattr(study, "supervised_ceiling", lambda *args, **kwargs: calls.append(1) or measure(*args, **kwargs))
+    reused, again = measured()
+    assert reused and not calls and same(again, first)
+    reused, _ = measured(CeilingSpec(steps=20, width=8, batch_size=32, eval_every=20))  # other settings: measured
+    assert not reused and calls == [1]
+    reused, fresh = measured(fresh=True)
+    assert not reused and calls == [1, 1] and same(fresh, first)

@@ -329,3 +329,132 @@ def test_folder_probe_splits_are_disjoint_and_too_few_files_is_an_error(tmp_path
     study = Study([], [], DataSpec(folder=str(small), frames=4, size=(16, 16)), ProbeSpec(), None, tmp_path / "o2")
     with pytest.raises(DataError, match="too few to hold out separate validation and test files"):
         study.probe_clips("train")
+
+
+# ---- resuming, failures, the wall-time split ---------------------------------------------------------------------
+#: the tiny study with one probe seed at one label fraction and no random-init baseline, to run it several times
+SHORT = (TINY.replace("seeds: 2, fractions: [0.5, 1.0]", "seeds: 1, fractions: [1.0]")
+         .split("  - name: random-vit")[0])
+
+
+def numbers(results: dict):
+    """A study's results without what differs between two runs of the same work: times, memory, paths."""
+    if isinstance(results, dict):
+        return {k: numbers(v) for k, v in results.items()
+                if k not in ("config", "wall_time", "wall_time_s", "eval_time_s", "peak_memory_mb", "checkpoint")}
+    return [numbers(v) for v in results] if isinstance(results, list) else results
+
+
+@pytest.fixture
+def work(monkeypatch):
+    """Counts what a study computes: models fitted, feature sets extracted (per model name) and physics scored."""
+    import pytorch_lightning as pl
+
+    from patchworld.evaluation import study
+
+    done = {"fit": 0, "extract": 0, "physics": []}
+    fit, extract, physics = pl.Trainer.fit, study.extract_features, study.PhysicsRun.add
+
+    def counting_fit(*args, **kwargs):
+        done["fit"] += 1
+        return fit(*args, **kwargs)
+
+    def counting_extract(*args, **kwargs):
+        done["extract"] += 1
+        return extract(*args, **kwargs)
+
+    def counting_physics(self, name, *args, **kwargs):
+        done["physics"].append(name)
+        return physics(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "fit", counting_fit)
+    monkeypatch.setattr(study, "extract_features", counting_extract)
+    monkeypatch.setattr(study.PhysicsRun, "add", counting_physics)
+
+    def reset():
+        done.update(fit=0, extract=0, physics=[])
+        return done
+
+    return reset
+
+
+def test_compare_resumes_what_an_earlier_run_did_and_gives_the_same_numbers(run_cli, tmp_path, work, monkeypatch):
+    from patchworld.evaluation.study import Study
+
+    (tmp_path / "study.yaml").write_text(SHORT)
+    study = ("compare", "--config", "study.yaml", "--progress", "false")
+    assert run_cli(*study, "--output", "a") == 0
+    first = json.loads((tmp_path / "a" / "results.json").read_text())
+    checkpoint = tmp_path / "a" / "models" / "vjepa" / "last.ckpt"
+    written = checkpoint.stat().st_mtime_ns
+
+    done = work()  # the same study again: nothing trained, extracted or scored, the same numbers
+    assert run_cli(*study, "--output", "a") == 0
+    again = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert done == {"fit": 0, "extract": 0, "physics": []} and checkpoint.stat().st_mtime_ns == written
+    assert numbers(again) == numbers(first)
+    parts = again["wall_time"]["parts"]
+    assert parts["training"] == {"seconds": 0.0, "share": 0.0, "reused": ["vjepa"]}
+    assert parts["features"]["seconds"] == 0.0 and parts["physics"]["reused"] == list(first["models"])
+    assert "| training | 0.0 | 0% | vjepa |" in (tmp_path / "a" / "report.md").read_text()
+    # `patchworld physics` on the study reuses the same models and surprise curves
+    assert run_cli("physics", "--config", "study.yaml", "--output", "a", "--progress", "false") == 0
+    assert done == {"fit": 0, "extract": 0, "physics": []}
+    assert json.loads((tmp_path / "a" / "physics.json").read_text())["models"] == first["physics"]["models"]
+
+    # a run interrupted after its first model, then resumed, gives what the uninterrupted one gave
+    score = Study.saved_physics
+
+    def interrupted(self, role, spec, *args):
+        if spec.name == "vjepa-random":
+            raise KeyboardInterrupt
+        return score(self, role, spec, *args)
+
+    monkeypatch.setattr(Study, "saved_physics", interrupted)
+    assert run_cli(*study, "--output", "b") == 130 and not (tmp_path / "b" / "results.json").exists()
+    monkeypatch.setattr(Study, "saved_physics", score)
+    done = work()
+    assert run_cli(*study, "--output", "b") == 0
+    assert done["fit"] == 0 and done["physics"] == ["vjepa-random", "pixels"]
+    assert numbers(json.loads((tmp_path / "b" / "results.json").read_text())) == numbers(first)
+
+    # a changed budget retrains the trained model only: its control and the baselines keep their features
+    done = work()
+    assert run_cli(*study, "--output", "a", "--budget_flops", "6.0e7") == 0
+    assert done["fit"] == 1 and checkpoint.stat().st_mtime_ns != written and done["physics"] == ["vjepa"]
+    changed = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert changed["models"]["vjepa"]["cost"]["steps"] > first["models"]["vjepa"]["cost"]["steps"]
+    assert changed["wall_time"]["parts"]["features"]["reused"] == ["vjepa-random", "pixels"]
+
+    done = work()  # --fresh recomputes everything
+    assert run_cli(*study, "--output", "a", "--budget_flops", "6.0e7", "--fresh", "true") == 0
+    assert done["fit"] == 1 and len(done["physics"]) == 3
+    assert numbers(json.loads((tmp_path / "a" / "results.json").read_text())) == numbers(changed)
+    split = changed["wall_time"]
+    assert sum(p["seconds"] for p in split["parts"].values()) == pytest.approx(split["total_s"])
+    assert all(p["seconds"] >= 0 for p in split["parts"].values()) and split["parts"]["training"]["seconds"] > 0
+
+
+def test_a_model_that_fails_is_named_in_one_line_and_the_others_are_kept(run_cli, tmp_path, capsys, monkeypatch):
+    broken = ('  - name: broken\n    recipe: vjepa-tiny\n    overrides: [--model.optimizer.init_args.lr, "-1.0", '
+              '--model.backbone.init_args.dim, "32", --model.backbone.init_args.depth, "1", '
+              '--model.backbone.init_args.heads, "2"]\nbaselines:')
+    (tmp_path / "study.yaml").write_text(SHORT.replace("baselines:", broken))
+    assert run_cli("compare", "--config", "study.yaml", "--progress", "false") == 3  # outputs written, a model lost
+    err = capsys.readouterr().err.strip().splitlines()
+    line = "broken failed: ValueError: Invalid learning rate: -1.0 (run again with --debug for the traceback)"
+    assert f"patchworld: compare: {line}" in err
+    assert err[-1] == "patchworld: error: compare: 1 of 5 models failed (broken); the others' results are in out/report.md"
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["models"]["broken"] == {"role": "model", "failed": line}
+    assert {"vjepa", "vjepa-random", "broken-random", "pixels"} == {
+        name for name, entry in results["models"].items() if "probes" in entry}  # its control too
+    assert "broken" not in results["physics"]["models"] and "broken-random" in results["physics"]["models"]
+    pairs = {(d["a"], d["b"]) for rows in results["differences"]["linear"].values() for d in rows}
+    assert ("vjepa", "vjepa-random") in pairs and not any("broken" in (a, b) for a, b in pairs)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"* {line}" in report and "| broken |" not in report and "| broken-random |" in report
+
+    monkeypatch.setenv("PATCHWORLD_DEBUG", "1")  # --debug: the traceback, from the failing model itself
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        run_cli("compare", "--config", "study.yaml", "--progress", "false")

@@ -3,9 +3,15 @@
 
     patchworld compare --config recipes/compare-tiny.yaml
     patchworld compare --config recipes/compare-tiny.yaml --output runs/my-study --probe.seeds 5
+
+Run again on the same output, it reuses every model, feature set, physics score and ceiling an earlier run
+saved there with the same settings (`--fresh` recomputes them). A model that fails is named in one line and
+the study goes on; the command then exits with `FAILED_MODELS` (3) after writing every output.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +58,19 @@ def parser():
                    help="torch intra-op threads for training, features and surprise (default: torch's choice)")
     p.add_argument("--probe_threads", type=int | None, default=None,
                    help="threads while training probes (default: torch's choice)")
+    p.add_argument("--fresh", type=bool, default=False,
+                   help="recompute everything instead of reusing what an earlier run saved under output")
     return p
+
+
+#: the exit status of a study that wrote its outputs but lost some models (1 and 2: no outputs, see the CLI)
+FAILED_MODELS = 3
+
+
+def debugging() -> bool:
+    """Whether the command runs under ``--debug`` or PATCHWORLD_DEBUG (the CLI takes --debug off a command's
+    arguments): then a failing model raises instead of being set aside."""
+    return "--debug" in sys.argv[1:] or os.environ.get("PATCHWORLD_DEBUG", "") not in ("", "0")
 
 
 def parse_study(argv: list[str]):
@@ -77,6 +95,11 @@ def compare_command(argv: list[str]) -> int:
     check_writable(Path(init.output) / "report.md")  # now, not after an hour of training
     results = run_study(init, config)
     print(f"wrote {Path(init.output) / 'report.md'} ({results['wall_time_s'] / 60:.1f} min)")
+    failed = [name for name, entry in results["models"].items() if "failed" in entry]
+    if failed:
+        print(f"patchworld: error: compare: {len(failed)} of {len(results['models'])} models failed ({', '.join(failed)}); "
+              f"the others' results are in {Path(init.output) / 'report.md'}", file=sys.stderr)
+        return FAILED_MODELS
     return 0
 
 
@@ -91,7 +114,7 @@ def make_study(init) -> Study:
                  _as(DataSpec, init.data), _as(ProbeSpec, init.probe), init.budget_flops, Path(init.output),
                  init.tasks, init.extract_batch_size, init.bf16, init.device, init.progress, init.probe_threads,
                  as_spec(init.physics), _as(CeilingSpec, init.ceiling) if init.ceiling is not None else None,
-                 init.keep_unlearnable)
+                 init.keep_unlearnable, init.fresh, debugging())
 
 
 def run_study(init, config: dict | None = None) -> dict:
@@ -101,7 +124,8 @@ def run_study(init, config: dict | None = None) -> dict:
     results = {"name": init.name, "config": config, "families": study.families,
                "fractions": [str(f) for f in study.probe.fractions], "seeds": study.probe.seeds,
                "sweep": {"lr": study.probe.lrs, "weight_decay": study.probe.weight_decays},
-               "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "models": results["models"],
+               "budget_flops": init.budget_flops, "wall_time_s": results["wall_time_s"], "wall_time": results["wall_time"],
+               "models": results["models"],
                "differences": results["differences"], "physics": results.get("physics"),
                "ceilings": results["ceilings"], "gap_closed": results["gap_closed"]}
     write_outputs(results, Path(init.output))
@@ -110,7 +134,8 @@ def run_study(init, config: dict | None = None) -> dict:
 
 def study_physics_command(argv: list[str]) -> int:
     """``patchworld physics`` on a study: every model (its checkpoint, the one `compare` saved under the
-    study's output, or trained now to the budget), its random-init control and the baselines."""
+    study's output with the same settings, or trained now to the budget and saved there), its random-init
+    control and the baselines; surprise curves an earlier run of either command kept are reused."""
     if any(a.split("=")[0] == "--ckpt_path" for a in argv):
         raise PatchworldError("physics: --ckpt_path is for a recipe; a study's models name their own checkpoints "
                               "(models[i].checkpoint), or reuse the ones `patchworld compare` saved")
@@ -126,11 +151,8 @@ def study_physics_command(argv: list[str]) -> int:
         bar.set_description(f"physics [{spec.name}]")
         if getattr(spec, "features", None):
             continue
-        saved = output / "models" / spec.name / "last.ckpt"
-        if role == "model" and spec.train and not spec.checkpoint and saved.exists():
-            spec = ModelSpec(**(vars(spec) | {"checkpoint": str(saved)}))
         model, _, _ = study.contestants.prepare(role, spec, bar)
-        study.physics.add(spec.name, model, bar)
+        study.saved_physics(role, spec, model, bar)
         if role == "control":
             controls[spec.name[: -len("-random")]] = spec.name
     write_physics(study.physics.results(ranked_pairs(study.physics, controls)), output, init.name)

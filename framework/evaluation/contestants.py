@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from ..checkpoints import check_fits, load_checkpoint
+from ..data.video_io import atomic_path
 from ..errors import ComponentError, PatchworldError
 from ..patches import grid_positions, patchify
 from .clips import DataSpec, training_data
 from .cost import PeakMemory, count_parameters, train_step_flops
+from .reuse import file_text, read_stamp, write_stamp
 
 
 @dataclass
@@ -104,10 +106,35 @@ def fit_frames(model, frames: int, height: int, width: int) -> int:
 
 class Contestants:
     """Builds every entry of a study on its data, under `output`/models/<name>/ (training to `budget_flops`
-    per model when given, else each recipe's max_steps)."""
+    per model when given, else each recipe's max_steps). A trained model is saved there as last.ckpt with
+    its stamp, last.json (`reuse`): a later study on the same output loads it instead of training again when
+    its recipe, overrides, budget and data are the same (unless `fresh`)."""
 
-    def __init__(self, data: DataSpec, output: Path, device: torch.device, budget_flops: float | None):
+    def __init__(self, data: DataSpec, output: Path, device: torch.device, budget_flops: float | None,
+                 fresh: bool = False):
         self.data, self.output, self.device, self.budget_flops = data, Path(output), device, budget_flops
+        self.fresh = fresh
+        self.reused: set[str] = set()  # the models loaded from an earlier run instead of trained
+
+    def identity(self, role: str, spec) -> dict:
+        """What defines the network an entry gives (the inputs of every fingerprint of its work): the recipe
+        (its file's text too) and overrides, and for a trained model its training data and budget; a loaded
+        checkpoint's path, size and time; a pixel baseline's patch size."""
+        if role == "baseline" and spec.kind == "pixels":
+            return {"pixels": list(spec.patch_size)}
+        if getattr(spec, "checkpoint", None):
+            stat = Path(spec.checkpoint).stat()
+            return {"checkpoint": str(spec.checkpoint), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                    "recipe": spec.recipe, "overrides": list(spec.overrides)}
+        from ..cli import resolve_recipe_args
+        from ..plugins import load_plugins
+
+        recipe_file = resolve_recipe_args(["--config", spec.recipe], load_plugins())[1] if spec.recipe else None
+        network = {"recipe": spec.recipe, "recipe_text": file_text(recipe_file) if recipe_file else None,
+                   "overrides": list(spec.overrides)}
+        if role == "model" and spec.train:
+            return network | {"data": training_data(self.data, self.data.frames), "budget_flops": self.budget_flops}
+        return network | {"random_init": True}
 
     def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
         from ..recipes import PatchworldCLI, resolve_recipe_args
@@ -169,6 +196,18 @@ class Contestants:
             return model.to(self.device), frames, {"source": "random_init", "flops_per_step": 0, "steps": 0,
                                                     "train_flops": 0, "wall_time_s": 0.0, "peak_memory_mb": None,
                                                     "parameters": count_parameters(model)}
+        inputs, stamp, saved = self.identity("model", spec), root / "last.json", root / "last.ckpt"
+        record = None if self.fresh else read_stamp(stamp, inputs)
+        if record is not None and saved.exists():  # trained by an earlier run of this study: the same settings
+            bar.set_postfix_str(f"{spec.name}: reusing {saved}")
+            model.load_state_dict(load_checkpoint(saved, f"{spec.name}'s saved model")["state_dict"])
+            self.reused.add(spec.name)
+            return model.to(self.device), frames, record["cost"]
+        again = ""
+        if stamp.exists():  # cleared first: a run stopped while training again leaves no stale stamp behind
+            why = "--fresh" if self.fresh else f"{saved} is missing" if record is not None else f"settings changed since {saved}"
+            again = f" again ({why})"
+            stamp.unlink()
         flops = train_step_flops(model, self.one_batch(cli))
         if self.budget_flops:
             steps = max(1, int(self.budget_flops // flops))
@@ -176,15 +215,18 @@ class Contestants:
             model = cli.model
         else:
             steps = int(cli.trainer.max_steps)
-        bar.set_postfix_str(f"{spec.name}: training {steps} steps")
+        bar.set_postfix_str(f"{spec.name}: training {steps} steps{again}")
         start = time.perf_counter()
         with PeakMemory(self.device) as memory:
             cli.trainer.fit(model, datamodule=cli.datamodule)
         wall = time.perf_counter() - start
-        cli.trainer.save_checkpoint(root / "last.ckpt")
-        return model, frames, {"source": "trained", "recipe": spec.recipe, "flops_per_step": flops, "steps": steps,
-                               "train_flops": flops * steps, "wall_time_s": wall, "peak_memory_mb": memory.peak_mb,
-                               "parameters": count_parameters(model), "checkpoint": str(root / "last.ckpt")}
+        with atomic_path(saved) as tmp:
+            cli.trainer.save_checkpoint(tmp)
+        cost = {"source": "trained", "recipe": spec.recipe, "flops_per_step": flops, "steps": steps,
+                "train_flops": flops * steps, "wall_time_s": wall, "peak_memory_mb": memory.peak_mb,
+                "parameters": count_parameters(model), "checkpoint": str(saved)}
+        write_stamp(stamp, inputs, cost=cost)
+        return model, frames, cost
 
     def prepare(self, role: str, spec, bar) -> tuple[Any, int, dict]:
         """(model, frames, cost) for any entry: a pixel baseline, an untrained network, or a model."""

@@ -305,7 +305,11 @@ class PhysicsRun:
         if not has_surprise(model):
             self.models[name] = {"scores": None, "reason": f"{type(model.objective).__name__} has no predictive surprise"}
             return self.models[name]
-        curves = surprise_curves(model, self.sets, self.spec.context, self.spec.batch_size, self.bf16, self.device, bar)
+        return self.add_curves(name, surprise_curves(model, self.sets, self.spec.context, self.spec.batch_size,
+                                                     self.bf16, self.device, bar))
+
+    def add_curves(self, name: str, curves: list[torch.Tensor]) -> dict:
+        """Score one model from its surprise curves on these sets (computed by `add`, or kept from earlier)."""
         self.curves[name] = curves
         self.models[name] = {"scores": score_model(curves, self.sets, self.spec),
                              "examples": example_curves(curves, self.sets)}

@@ -26,14 +26,34 @@ def _si(value) -> str:
 
 
 def _rows(results: dict, defaults: bool = True) -> list[tuple[str, dict, dict]]:
-    """(row name, per-probe family summary, the model's entry) for every model, plus `name@default` rows for
-    models whose searched reading differs from their default one."""
+    """(row name, per-probe family summary, the model's entry) for every model that did not fail, plus
+    `name@default` rows for models whose searched reading differs from their default one."""
     rows = []
-    for name, entry in results["models"].items():
+    for name, entry in succeeded(results).items():
         rows.append((name, entry["families"], entry))
         if defaults and "families_default" in entry:
             rows.append((f"{name}@default", entry["families_default"], entry))
     return rows
+
+
+def succeeded(results: dict) -> dict[str, dict]:
+    """The entries of the models that did not fail."""
+    return {name: entry for name, entry in results["models"].items() if "failed" not in entry}
+
+
+def wall_time_markdown(results: dict) -> list[str]:
+    """The study's wall time by part, each with its share of the total; reused work counts 0 s."""
+    wall = results.get("wall_time")
+    if not wall:
+        return []
+    lines = ["## Wall time", "", f"{wall['total_s'] / 60:.1f} min in all; work reused from an earlier run on this "
+             "output counts 0 s (training: building, counting the FLOPs of, fitting and saving the models trained "
+             "here; features: extraction and the layer search; physics: surprise curves and their bootstraps; the "
+             "rest: building and loading the other models, differences, gap closed).", "",
+             "| part | seconds | share | reused |", "|---|---|---|---|"]
+    for part, cell in wall["parts"].items():
+        lines.append(f"| {part} | {cell['seconds']:.1f} | {cell['share']:.0%} | {', '.join(cell['reused'])} |")
+    return lines + [""]
 
 
 def _ci(cell: dict) -> str:
@@ -99,7 +119,10 @@ def report_markdown(results: dict) -> str:
     families = results["families"]
     tasks = _tasks(results)
     top = max(results["fractions"], key=float)
+    failed = {name: entry["failed"] for name, entry in results["models"].items() if "failed" in entry}
     lines = [f"# patchworld compare — {results['name']}", "",
+             *(["**Failed** (left out of every table, difference and gap closed):", "",
+                *(f"* {line}" for line in failed.values()), ""] if failed else []),
              f"{len(results['models'])} feature sources; probes: attentive (learned-query cross-attention over all "
              f"tokens) and linear (mean-pooled); lr x weight decay sweep {results['sweep']}, chosen on validation; "
              f"test accuracy averaged over {results['seeds']} seeds, [bootstrap 95% interval over test clips]. Every "
@@ -113,9 +136,9 @@ def report_markdown(results: dict) -> str:
             probes = entry["probes_default"] if name.endswith("@default") else entry["probes"]
             cells = [_ci(summary[kind][top][f]) for f in families] + [_ci(probes[kind][top][t]) for t in tasks]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        first = next(iter(results["models"].values()))["probes"][kind][top]
+        first = next((entry["probes"][kind][top] for entry in succeeded(results).values()), {})
         lines += ["| chance | " + " | ".join("" for _ in families) + " | "
-                  + " | ".join(f"{first[t]['chance']:.3f}" for t in tasks) + " |", ""]
+                  + " | ".join(_fmt(first.get(t, {}).get("chance")) for t in tasks) + " |", ""]
         differences = results.get("differences", {}).get(kind, {})
         if differences:
             lines += [f"Differences in family accuracy ({kind} probe, {float(top):.0%} labels; each model against its "
@@ -147,11 +170,12 @@ def report_markdown(results: dict) -> str:
     lines += ["", "## Cost", "",
               "| model | source | parameters | FLOPs/step | steps | training FLOPs | wall time (s) | peak memory (MB) |",
               "|---|---|---|---|---|---|---|---|"]
-    for name, entry in results["models"].items():
+    for name, entry in succeeded(results).items():
         c = entry["cost"]
         lines.append(f"| {name} | {c['source']} | {_si(c.get('parameters'))} | {_si(c.get('flops_per_step'))} | "
                      f"{c.get('steps', '—')} | {_si(c.get('train_flops'))} | {_fmt(c.get('wall_time_s'), '.1f')} | "
                      f"{_fmt(c.get('peak_memory_mb'), '.0f')} |")
+    lines += ["", *wall_time_markdown(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -229,7 +253,7 @@ def write_plots(results: dict, directory: Path) -> list[Path]:
         axes[1].legend(fontsize=7)
         save(fig, "compare-gap.png")
 
-    names = list(results["models"])
+    names = list(succeeded(results))
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
     for ax, (key, label) in zip(axes, (("parameters", "parameters"), ("train_flops", "training FLOPs"),
                                         ("wall_time_s", "training wall time (s)"), ("peak_memory_mb", "peak memory (MB)"))):

@@ -25,6 +25,11 @@ model's **gap closed** per task and family is (model - floor) / (ceiling - floor
 interval over test clips (`statistics.gap_closed`). It writes
 report.md, results.json and plots (compare-*.png, physics-*.png) atomically under the output directory.
 
+Each trained model, feature set (with its layer search), physics curve set and the ceilings are saved under
+the output with a stamp of their inputs (`reuse`), so a study run again on the same output reuses whatever
+an earlier run finished with the same settings. A model that fails is named in one line and recorded as
+failed; the others go on. The wall time is reported split into its parts (`WallTime`).
+
 The clips live in `clips`, the contestants (trained, loaded, controls, baselines) in `contestants`, the
 command in `compare` and the outputs in `report`.
 """
@@ -32,14 +37,16 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..cli import describe
 from ..data.synthetic import TASKS
 from ..errors import ComponentError, PatchworldError
 from ..precision import autocast_bf16
@@ -49,8 +56,10 @@ from .contestants import Baseline, Contestants, ModelSpec, PixelFeatures, entrie
 from .features import FeatureSet, extract_features, load_features, save_features
 from .physics import PhysicsRun, PhysicsSpec, ranked_pairs
 from .probes import PROBES, probe_inputs, probe_sweep
+from .reuse import read_stamp, write_stamp
 from .statistics import accuracy_estimate, gap_closed, label, paired_difference
 
+SPLITS = ("train", "val", "test")
 FAMILIES: dict[str, list[str]] = {
     "appearance": ["shape", "colour"],
     "motion": ["direction", "speed", "reversed"],
@@ -85,6 +94,32 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
+class WallTime:
+    """The study's wall time split into its parts (the rest: everything else, e.g. building and loading models,
+    differences, bootstraps); work reused from an earlier run counts 0 s and is listed under its part."""
+
+    PARTS = ("training", "features", "probes", "physics", "ceilings")
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        self.reused: dict[str, list[str]] = {part: [] for part in self.PARTS}
+
+    def add(self, part: str, since: float, reused: str | None = None) -> None:
+        """Count the time from `since` until now as `part`, or, when it was `reused` (a name), none of it."""
+        if reused is not None:
+            self.reused[part].append(reused)
+        else:
+            self.seconds[part] += time.perf_counter() - since
+
+    def as_dict(self) -> dict:
+        """{"total_s", "parts": {part: {"seconds", "share" of the total, "reused": [names]}}}, the rest last."""
+        total = time.perf_counter() - self.start
+        seconds = self.seconds | {"rest": total - sum(self.seconds.values())}
+        return {"total_s": total, "parts": {part: {"seconds": s, "share": s / total, "reused": self.reused.get(part, [])}
+                                            for part, s in seconds.items()}}
+
+
 def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
             "values": values}
@@ -98,7 +133,8 @@ class Study:
                  budget_flops: float | None, output: Path, tasks: dict[str, list[str]] | None = None,
                  extract_batch_size: int = 64, bf16: bool = True, device: str = "cpu", progress: bool = True,
                  probe_threads: int | None = None, physics: PhysicsSpec | None = None,
-                 ceiling: CeilingSpec | None = None, keep_unlearnable: list[str] | None = None):
+                 ceiling: CeilingSpec | None = None, keep_unlearnable: list[str] | None = None, fresh: bool = False,
+                 fail_fast: bool = False):
         self.models, self.baselines, self.data, self.probe = models, baselines, data, probe
         self.output = Path(output)
         self.families = tasks or ({"label": ["label"]} if data.folder else FAMILIES)
@@ -115,7 +151,8 @@ class Study:
         self.extract_batch_size, self.bf16, self.device = extract_batch_size, bf16, torch.device(device)
         self.progress, self.probe_threads = progress, probe_threads
         self.probe_clips = ProbeClips(data, extract_batch_size)
-        self.contestants = Contestants(data, self.output, self.device, budget_flops)
+        self.contestants = Contestants(data, self.output, self.device, budget_flops, fresh)
+        self.fresh, self.fail_fast = fresh, fail_fast
         # matched sets need SyntheticWorld clips, or your own under physics.folder
         self.physics_spec = physics if physics is not None and (not data.folder or physics.folder) else None
         self._physics: PhysicsRun | None = None
@@ -138,7 +175,7 @@ class Study:
         """Features of the three probe splits read at `where` (float16 tokens kept for the attentive probe)."""
         dtype = torch.bfloat16 if autocast_bf16(self.bf16, self.device) else None
         out = {}
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             batches = ({**b, "video": b["video"][:, :, :frames]} for b in self.probe_clips(split))
             feats = extract_features(model, batches, keep_tokens=keep_tokens, autocast_dtype=dtype, device=self.device,
                                      where=where)
@@ -250,15 +287,32 @@ class Study:
         return out
 
     # ---- ceilings and gap closed -------------------------------------------------------------------------
-    def measure_ceilings(self) -> None:
-        """Every task's supervised ceiling on the probe clips; refuses a task whose ceiling is not clearly above
-        chance (unless kept: then it is probed and reported, but no family average includes it)."""
+    def measure_ceilings(self) -> bool:
+        """Every task's supervised ceiling on the probe clips (reused from `output`/ceilings.json when an earlier
+        run measured them on the same data, tasks and ceiling settings: returns True then); refuses a task whose
+        ceiling is not clearly above chance (unless kept: then it is probed and reported, but no family average
+        includes it)."""
         if self.ceiling_spec is None or not self.reads_clips:
-            return
-        clips = [self.probe_clips(split) for split in ("train", "val", "test")]
-        with tqdm(total=self.ceiling_spec.steps, desc="compare [supervised ceilings]", unit="step",
-                  disable=not self.progress) as bar:  # closed before a refusal, so the error has its own line
-            self.ceilings = supervised_ceiling(*clips, self.tasks, self.ceiling_spec, progress=lambda step: bar.update(step - bar.n))
+            return False
+        stamp = self.output / "ceilings.json"
+        inputs = {"data": self.probe_data(), "ceiling": asdict(self.ceiling_spec), "tasks": self.tasks}
+        record = None if self.fresh else read_stamp(stamp, inputs)
+        if record is not None:
+            self.ceilings = {task: CeilingResult(**c | {"test_correct": torch.tensor(c["test_correct"], dtype=torch.bool)})
+                             for task, c in record["ceilings"].items()}
+        else:
+            clips = [self.probe_clips(split) for split in SPLITS]
+            with tqdm(total=self.ceiling_spec.steps, desc="compare [supervised ceilings]", unit="step",
+                      disable=not self.progress) as bar:  # closed before a refusal, so the error has its own line
+                self.ceilings = supervised_ceiling(*clips, self.tasks, self.ceiling_spec,
+                                                   progress=lambda step: bar.update(step - bar.n))
+            write_stamp(stamp, inputs, ceilings={task: asdict(c) | {"test_correct": c.test_correct.int().tolist()}
+                                                 for task, c in self.ceilings.items()})
+        self.refuse_unlearnable()
+        return record is not None
+
+    def refuse_unlearnable(self) -> None:
+        """Stop at a task whose ceiling is at chance unless it is kept; leave kept ones out of the families."""
         unlearnable = [t for t, c in self.ceilings.items() if not c.learnable]
         refused = [t for t in unlearnable if t not in self.keep_unlearnable]
         if refused:
@@ -299,50 +353,127 @@ class Study:
             return self.family_correct(self.correct[name], kind, fraction, key)
         return self.correct[name][kind][fraction][key]
 
+    # ---- work an earlier run on the same output already did ----------------------------------------------
+    def probe_data(self) -> dict:
+        """The data settings the probe clips depend on (not the models' training batch size or seed)."""
+        return {key: value for key, value in asdict(self.data).items() if key not in ("batch_size", "seed")}
+
+    def saved_features(self, role: str, spec, model, frames: int, bar) -> tuple[dict, dict, dict | None, bool]:
+        """(chosen, default, search record, reused): `choose_features`, saved under `output`/features/<name>/
+        with its stamp, or read back from there when an earlier run read the same network on the same clips
+        with the same search and probe sweep (reused: True)."""
+        folder = self.output / "features" / spec.name
+        stamp = folder / "features.json"
+        inputs = {"model": self.contestants.identity(role, spec), "data": self.probe_data(), "frames": frames,
+                  "search": getattr(spec, "search", None), "tasks": self.tasks, "extract_batch_size": self.extract_batch_size,
+                  "probe": {k: getattr(self.probe, k) for k in ("lrs", "weight_decays", "steps", "batch_size")},
+                  "bf16": self.bf16, "device": self.device.type}
+        files = {which: {split: folder / which / f"{split}.safetensors" for split in SPLITS} for which in ("chosen", "default")}
+        record = None if self.fresh else read_stamp(stamp, inputs)
+        if record is not None and all(f.exists() for paths in files.values() for f in paths.values()):
+            bar.set_postfix_str(f"reusing {folder}")
+            chosen = {split: load_features(f) for split, f in files["chosen"].items()}
+            default = chosen if record["chosen_is_default"] else {split: load_features(f) for split, f in files["default"].items()}
+            return chosen, default, record["search"], True
+        stamp.unlink(missing_ok=True)
+        chosen, default, search = self.choose_features(model, frames, spec, bar)
+        for which, feats in (("chosen", chosen), ("default", default)):
+            for split, f in feats.items():
+                save_features(f, files[which][split])
+        write_stamp(stamp, inputs, search=search, chosen_is_default=chosen is default)
+        return chosen, default, search, False
+
+    def saved_physics(self, role: str, spec, model, bar) -> bool:
+        """Score a model's predictive surprise on the matched sets, its curves kept in `output`/physics/<name>.json,
+        or read back from there when an earlier run scored the same network on the same sets (then True)."""
+        stamp = self.output / "physics" / f"{spec.name}.json"
+        inputs = {"model": self.contestants.identity(role, spec), "physics": asdict(self.physics_spec),
+                  "bf16": self.bf16, "device": self.device.type}
+        record = None if self.fresh else read_stamp(stamp, inputs)
+        if record is not None:
+            self.physics.add_curves(spec.name, [torch.tensor(curve) for curve in record["curves"]])
+            return True
+        stamp.unlink(missing_ok=True)
+        self.physics.add(spec.name, model.to(self.device) if hasattr(model, "to") else model, bar)
+        if spec.name in self.physics.curves:  # a model without a predictive surprise has none to keep
+            write_stamp(stamp, inputs, curves=[curve.tolist() for curve in self.physics.curves[spec.name]])
+        return False
+
     # ---- the whole study --------------------------------------------------------------------------------
     def run(self) -> dict:
-        start = time.perf_counter()
+        """Ceilings, then every entry; a model that fails is named in one line (`failed` in its entry) and the
+        study goes on without it (unless `fail_fast`). When every entry fails there is nothing to report: the
+        first failure is raised."""
+        clock = WallTime()
         torch.manual_seed(0)
-        self.measure_ceilings()  # first: a task nobody can learn stops the study before any training
+        start = time.perf_counter()  # first: a task nobody can learn stops the study before any training
+        clock.add("ceilings", start, "every task" if self.measure_ceilings() else None)
         bar = tqdm(self.entries(), desc="compare", unit="model", disable=not self.progress)
         results: dict = {"config": None, "families": self.families, "models": {}}
         controls: dict[str, str] = {}
+        errors: list[Exception] = []
         for role, spec in bar:
             bar.set_description(f"compare [{spec.name}]")
-            entry: dict = {"role": role}
-            started = time.perf_counter()
-            if getattr(spec, "features", None):  # precomputed: probes only
-                feats = {split: load_features(Path(spec.features) / f"{split}.safetensors") for split in ("train", "val", "test")}
-                chosen = default = feats
-                entry["cost"], search, model = {"source": "features", "parameters": None}, None, None
-            else:
-                model, frames, entry["cost"] = self.contestants.prepare(role, spec, bar)
-                entry["frames"] = frames
-                chosen, default, search = self.choose_features(model, frames, spec, bar)
-                for which, feats in (("chosen", chosen), ("default", default)):
-                    for split, f in feats.items():
-                        save_features(f, self.output / "features" / spec.name / which / f"{split}.safetensors")
             if role == "control":
                 controls[spec.name[: -len("-random")]] = spec.name
-            entry["feature_search"] = search
-            entry["probes"], self.correct[spec.name] = self.probes(chosen, bar)
-            entry["families"] = self.summarise(entry["probes"], self.correct[spec.name])
-            if chosen is not default:  # the fixed default reading too, at the largest label fraction
-                entry["probes_default"], correct = self.probes(default, bar, fractions=[max(self.probe.fractions)])
-                entry["families_default"] = self.summarise(entry["probes_default"], correct)
-            if model is not None and self.physics is not None:
-                bar.set_postfix_str("physics")
-                self.physics.add(spec.name, model.to(self.device) if hasattr(model, "to") else model, bar)
-            entry["eval_time_s"] = time.perf_counter() - started
-            results["models"][spec.name] = entry
-            del model
+            try:
+                results["models"][spec.name] = self.run_entry(role, spec, bar, clock)
+            except Exception as error:
+                if self.fail_fast:
+                    raise
+                errors.append(error)
+                results["models"][spec.name] = {"role": role, "failed": self.failure(spec.name, error)}
+        if errors and len(errors) == len(results["models"]):
+            raise errors[0]
         results["differences"] = self.differences(controls)
         results["ceilings"] = {task: c.as_dict() for task, c in self.ceilings.items()}
         results["gap_closed"] = self.gaps_closed(controls)
+        start = time.perf_counter()
         if self._physics is not None:
             results["physics"] = self._physics.results(ranked_pairs(self._physics, controls))
-        results["wall_time_s"] = time.perf_counter() - start
+        clock.add("physics", start)
+        results["wall_time"] = clock.as_dict()
+        results["wall_time_s"] = results["wall_time"]["total_s"]
         return results
+
+    def run_entry(self, role: str, spec, bar, clock: WallTime) -> dict:
+        """One entry's results: its model (trained, loaded or built), features, probes and physics surprise."""
+        entry: dict = {"role": role}
+        started = time.perf_counter()
+        if getattr(spec, "features", None):  # precomputed: probes only
+            feats = {split: load_features(Path(spec.features) / f"{split}.safetensors") for split in SPLITS}
+            chosen = default = feats
+            entry["cost"], search, model = {"source": "features", "parameters": None}, None, None
+            clock.add("features", started)
+        else:
+            model, frames, entry["cost"] = self.contestants.prepare(role, spec, bar)
+            if entry["cost"]["source"] == "trained":
+                clock.add("training", started, spec.name if spec.name in self.contestants.reused else None)
+            entry["frames"] = frames
+            start = time.perf_counter()
+            chosen, default, search, reused = self.saved_features(role, spec, model, frames, bar)
+            clock.add("features", start, spec.name if reused else None)
+        entry["feature_search"] = search
+        start = time.perf_counter()
+        entry["probes"], correct = self.probes(chosen, bar)
+        entry["families"] = self.summarise(entry["probes"], correct)
+        if chosen is not default:  # the fixed default reading too, at the largest label fraction
+            entry["probes_default"], correct_default = self.probes(default, bar, fractions=[max(self.probe.fractions)])
+            entry["families_default"] = self.summarise(entry["probes_default"], correct_default)
+        clock.add("probes", start)
+        start = time.perf_counter()
+        if model is not None and self.physics is not None:
+            bar.set_postfix_str("physics")
+            clock.add("physics", start, spec.name if self.saved_physics(role, spec, model, bar) else None)
+        self.correct[spec.name] = correct  # last: a model that fails leaves nothing in the differences
+        entry["eval_time_s"] = time.perf_counter() - started
+        return entry
+
+    def failure(self, name: str, error: Exception) -> str:
+        """The one line naming a failed model and its cause (the CLI's), printed as it happens."""
+        line = f"{name} failed: {describe(error)}"
+        tqdm.write(f"patchworld: compare: {line}", file=sys.stderr)
+        return line
 
     def entries(self) -> list[tuple[str, Any]]:
         """(role, spec) in order: each model, then its random-init control, then the baselines."""
