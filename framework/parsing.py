@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import os
 import re
@@ -140,10 +141,19 @@ def explain_parse_error(message: str, registry: Registry) -> str:
     return message
 
 
+_DEBUG = contextvars.ContextVar("patchworld_debug", default=False)
+
+
+def debugging() -> bool:
+    """Whether the running command was given ``--debug`` (or PATCHWORLD_DEBUG=1 is set): then failures raise
+    with their traceback instead of becoming one line (commands that set a failing part aside ask this too)."""
+    return _DEBUG.get() or os.environ.get("PATCHWORLD_DEBUG", "") not in ("", "0")
+
+
 def guarded(command, argv: list[str]) -> int:
     """Run `command(argv)`; any failure becomes one line ``patchworld: error: ...`` on stderr (exit 2 for the
     user's input, 1 otherwise), or its traceback with ``--debug`` / ``PATCHWORLD_DEBUG=1``."""
-    debug = "--debug" in argv or os.environ.get("PATCHWORLD_DEBUG", "") not in ("", "0")
+    token = _DEBUG.set("--debug" in argv or debugging())
     argv = [arg for arg in argv if arg != "--debug"]
     try:
         return command(argv)
@@ -151,11 +161,13 @@ def guarded(command, argv: list[str]) -> int:
         print("patchworld: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        if debug:
+        if debugging():
             raise
         print(f"patchworld: error: {describe(error)}", file=sys.stderr)
         user_error = find_cause(error, PatchworldError) or getattr(find_cause(error, OSError), "filename", None)
         return 2 if user_error else 1
+    finally:
+        _DEBUG.reset(token)
 
 
 def find_cause(error: BaseException, kind: type) -> BaseException | None:

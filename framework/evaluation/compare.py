@@ -10,7 +10,6 @@ the study goes on; the command then exits with `FAILED_MODELS` (3) after writing
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data.video_io import check_writable
 from ..errors import PatchworldError
+from ..parsing import debugging
 from .ceiling import CeilingSpec
 from .clips import DataSpec
 from .contestants import Baseline, ModelSpec
@@ -65,12 +65,6 @@ def parser():
 
 #: the exit status of a study that wrote its outputs but lost some models (1 and 2: no outputs, see the CLI)
 FAILED_MODELS = 3
-
-
-def debugging() -> bool:
-    """Whether the command runs under ``--debug`` or PATCHWORLD_DEBUG (the CLI takes --debug off a command's
-    arguments): then a failing model raises instead of being set aside."""
-    return "--debug" in sys.argv[1:] or os.environ.get("PATCHWORLD_DEBUG", "") not in ("", "0")
 
 
 def parse_study(argv: list[str]):

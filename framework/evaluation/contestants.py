@@ -17,6 +17,8 @@ from ..checkpoints import check_fits, load_checkpoint
 from ..data.video_io import atomic_path
 from ..errors import ComponentError, PatchworldError
 from ..patches import grid_positions, patchify
+from ..plugins import load_plugins
+from ..recipes import PatchworldCLI, resolve_recipe_args
 from .clips import DataSpec, training_data
 from .cost import PeakMemory, count_parameters, train_step_flops
 from .reuse import file_text, read_stamp, write_stamp
@@ -126,9 +128,6 @@ class Contestants:
             stat = Path(spec.checkpoint).stat()
             return {"checkpoint": str(spec.checkpoint), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                     "recipe": spec.recipe, "overrides": list(spec.overrides)}
-        from ..cli import resolve_recipe_args
-        from ..plugins import load_plugins
-
         recipe_file = resolve_recipe_args(["--config", spec.recipe], load_plugins())[1] if spec.recipe else None
         network = {"recipe": spec.recipe, "recipe_text": file_text(recipe_file) if recipe_file else None,
                    "overrides": list(spec.overrides)}
@@ -137,9 +136,6 @@ class Contestants:
         return network | {"random_init": True}
 
     def _cli(self, recipe: str, overrides: list[str], frames: int, root: Path, steps: int | None):
-        from ..recipes import PatchworldCLI, resolve_recipe_args
-        from ..plugins import load_plugins
-
         args = resolve_recipe_args(["--config", recipe], load_plugins()) + list(overrides) + [
             "--data", json.dumps(training_data(self.data, frames)),
             "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",

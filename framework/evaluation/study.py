@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..cli import describe
+from ..parsing import describe
 from ..data.synthetic import TASKS
 from ..errors import ComponentError, PatchworldError
 from ..precision import autocast_bf16
