@@ -76,13 +76,30 @@ class ActionPredictor(nn.Module):
 
     def rollout(self, start: torch.Tensor, actions: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
         """Autoregressive: start (B, n, D) and actions (B, h, A) -> predictions (B, h, n, D), each fed back in as
-        the next step's input (each frame's tokens are embedded once)."""
-        z, x, predictions = start[:, None], [], []
+        the next step's input. Block-causal attention lets earlier frames' keys and values be kept (a cache per
+        layer), so each step runs the transformer on the newest frame's tokens only."""
+        z, caches, predictions = start[:, None], [[] for _ in self.blocks.layers], []
         for step in range(actions.shape[1]):
-            x.append(self.tokens(z, actions[:, step : step + 1], places, first=step))  # (B, 1, n, dim)
-            z = z + self.head(self.attend(torch.cat(x, dim=1))[:, -1:])  # (B, 1, n, D)
+            x = self.tokens(z, actions[:, step : step + 1], places, first=step)[:, 0]  # (B, n, dim)
+            for layer, cache in zip(self.blocks.layers, caches):
+                x = newest_frame(layer, x, cache)
+            z = z + self.head(self.norm(x))[:, None]  # (B, 1, n, D)
             predictions.append(z)
         return torch.cat(predictions, dim=1)
+
+
+def newest_frame(layer: nn.TransformerEncoderLayer, x: torch.Tensor, cache: list) -> torch.Tensor:
+    """One pre-norm encoder `layer` on the newest frame's tokens x (B, n, dim), which attend to each other and
+    to the keys and values of the earlier frames in `cache` (this frame's are appended): the same outputs as the
+    layer on every frame under the block-causal mask, for the newest frame."""
+    attention = layer.self_attn
+    query, key, value = F.linear(layer.norm1(x), attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+    cache.append((key, value))
+    heads = lambda t: t.unflatten(-1, (attention.num_heads, -1)).transpose(1, 2)  # noqa: E731  (B, heads, N, hd)
+    keys, values = torch.cat([k for k, _ in cache], dim=1), torch.cat([v for _, v in cache], dim=1)  # (B, t*n, dim)
+    mixed = F.scaled_dot_product_attention(heads(query), heads(keys), heads(values))  # (B, heads, n, hd)
+    x = x + attention.out_proj(mixed.transpose(1, 2).flatten(2))  # (B, n, dim)
+    return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
 
 
 class ActionConditioned(Objective):

@@ -14,7 +14,7 @@ from patchworld.data.video_io import probe_video, read_clip
 from patchworld.evaluation.planning import (CEM, ExactDynamics, act_episode, plan_episode, random_policy,
                                             summarise)
 from patchworld.testing import check_datamodule
-from patchworld_plugins.action_conditioned import ActionConditioned
+from patchworld_plugins.action_conditioned import ActionConditioned, ActionPredictor
 from patchworld_plugins.pixels import Pixels
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
@@ -93,6 +93,21 @@ def held_out_loss(use_actions: bool, steps: int = 120) -> float:
 def test_the_actions_are_used():
     with_actions, blind = held_out_loss(True), held_out_loss(False)
     assert with_actions < 0.9 * blind, (with_actions, blind)
+
+
+def test_the_cached_rollout_equals_feeding_predictions_back_in():
+    torch.manual_seed(0)
+    predictor = ActionPredictor(features=12, action_dim=2, dim=16, depth=2, heads=2)
+    torch.nn.init.normal_(predictor.head.weight, std=0.1)  # a predictor that changes things
+    places = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+    start, actions = torch.randn(3, 4, 12), torch.randn(3, 5, 2)
+    frames = start[:, None]  # (B, 1, n, D): each step re-runs the whole block-causal transformer
+    for step in range(5):
+        frames = torch.cat([frames, predictor(frames, actions[:, : step + 1], places)[:, -1:]], dim=1)
+    assert torch.allclose(predictor.rollout(start, actions, places), frames[:, 1:], atol=1e-5)
+    changed = actions.clone()
+    changed[:, 3] += 1  # a later action changes nothing before it
+    assert torch.equal(predictor.rollout(start, changed, places)[:, :3], predictor.rollout(start, actions, places)[:, :3])
 
 
 def test_rollout_loss_and_its_steps_take_effect():
