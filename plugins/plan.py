@@ -101,10 +101,11 @@ def plot_trajectories(episodes: list[Episode], arena: Arena, tolerance: float, p
                title=f"{'reached' if episode.distance() < tolerance else 'missed'} ({episode.distance():.2f})")
     axes[0][0].plot([], [], "--", color="tab:orange", label="planned")
     axes[0][0].plot([], [], "-", color="tab:blue", label="executed")
+    axes[0][0].plot([], [], "s", color="black", label="start")
+    axes[0][0].plot([], [], "o", color="tab:green", alpha=0.35, label="goal ± tolerance")
     axes[0][0].legend(fontsize=6, loc="lower left")
-    figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=90, format="png")
+        figure.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
     plt.close(figure)
     return path
 

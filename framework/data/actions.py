@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ComponentError, DataError
-from .sampler import BucketBatchSampler, ResumableDataLoader
+from .sampler import BucketBatchSampler, ResumableDataLoader, SplitLoaders
 from .synthetic import COLOURS, SPLITS, Scene, draw
 
 #: the background (RGB in [0, 1]) of every frame, darkened towards the bottom by `synthetic.draw`
@@ -152,7 +152,7 @@ def collate(items: list[dict]) -> dict:
     return {key: torch.stack([torch.as_tensor(item[key]) for item in items]) for key in items[0]}
 
 
-class ActionWorld(pl.LightningDataModule):
+class ActionWorld(SplitLoaders, pl.LightningDataModule):
     """An agent (a disc) pushed by a 2-D action per frame, for action-conditioned world models and planning.
 
     Batches: "video" (B, 3, T, H, W) in [-1, 1], "actions" (B, T - 1, 2) (each in the unit disc; action t moves
@@ -194,18 +194,6 @@ class ActionWorld(pl.LightningDataModule):
                                      self.seed + SPLITS[split])
         return ResumableDataLoader(self.splits[split], batch_sampler=sampler, collate_fn=collate,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("train")
-
-    def val_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("val")
-
-    def test_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("test")
-
-    def predict_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("predict")
 
 
 def check_image(image: torch.Tensor, arena: Arena, what: str) -> torch.Tensor:
