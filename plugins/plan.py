@@ -7,7 +7,8 @@
 Every episode (seeded starts and goals, `Arena.episode`) is run by the CEM planner (MPC: re-plan every
 `--replan_every` actions) and by the baselines on the same starts and goals: random actions and the greedy
 oracle that knows the true state. Written under --output: plan.md and plan.json (success within
-`--tolerance` with a 95% interval, final distance, planning seconds per episode), episodes/NNN.mp4 (the
+`--tolerance` with a 95% interval, final distance, planning seconds per episode; plan.json also each
+episode's start, goal, end, distance and seconds), episodes/NNN.mp4 (the
 executed episode beside its goal image) and trajectories.png (planned vs executed paths).
 """
 from __future__ import annotations
@@ -172,7 +173,10 @@ def plan_command(argv: list[str]) -> int:
     rows = {policy: summarise(episodes_run, args.tolerance) for policy, episodes_run in runs.items()}
     table = markdown(rows, settings)
     with atomic_path(output / "plan.json") as tmp:
-        tmp.write_text(json.dumps({"settings": settings, "policies": rows}, indent=2))
+        tmp.write_text(json.dumps({"settings": settings, "policies": rows, "episodes": {
+            policy: [{"start": episode.positions[0].tolist(), "goal": episode.goal.tolist(), "end": episode.positions[-1].tolist(),
+                      "distance": episode.distance(), "seconds": episode.seconds} for episode in episodes_run]
+            for policy, episodes_run in runs.items()}}, indent=2))
     with atomic_path(output / "plan.md") as tmp:
         tmp.write_text(table)
     print(table, end="")

@@ -114,6 +114,9 @@ def test_rollout_loss_and_its_steps_take_effect():
     world = WorldModel(tokenizer=Pixels(), objective=ActionConditioned(frame_size=(16, 16), dim=32, depth=1, rollout_steps=0))
     batch = next(iter(ActionWorld(frames=5, size=(16, 16), batch_size=2).train_dataloader()))
     assert "rollout" not in world.objective.training_step(world, batch)
+    assert world.objective.embed(world, batch["video"]).shape == (2, 5, 4, 3 * 8 * 8)  # pixel_patch 8: 4 tokens
+    patched = WorldModel(tokenizer=Pixels(), objective=ActionConditioned(frame_size=(16, 16), pixel_patch=4))
+    assert patched.objective.embed(patched, batch["video"]).shape == (2, 5, 16, 3 * 4 * 4)
     world.objective.rollout_steps = 3
     torch.nn.init.normal_(world.objective.predictor.head.weight)  # a predictor that changes things
     out = world.objective.training_step(world, batch)
@@ -146,9 +149,22 @@ def fails(run_cli, capsys):
     return run
 
 
-def test_plan_command_with_the_toy_model(run_cli, tmp_path):
+def test_cem_draws_and_keeps_what_it_is_told():
+    seen = []
+    cem = CEM(horizon=3, samples=10, elites=2, iterations=4)
+    plan = cem.plan(lambda candidates: seen.append(candidates.shape) or candidates[:, -1, 0], 2, torch.Generator().manual_seed(0))
+    assert seen == [(10, 3, 2)] * 4 and plan.shape == (3, 2)
+    assert plan[-1, 0] < -0.5  # the cost favours pushing left at the last step
+
+
+def test_plan_command_with_the_toy_model(run_cli, tmp_path, monkeypatch):
+    plans = []
+    original = CEM.plan
+    monkeypatch.setattr(CEM, "plan", lambda self, *args: plans.append(self) or original(self, *args))
     assert run_cli("plan", "--dynamics", "exact", "--episodes", "6", "--steps", "14", "--videos", "2", "--samples",
                    "64", "--elites", "8", "--iterations", "2", "--baselines", "[random]", "--output", "out") == 0
+    assert {(cem.samples, cem.elites, cem.iterations, cem.horizon) for cem in plans} == {(64, 8, 2, 6)}
+    assert len(plans) == 6 * 7  # --replan_every 2 (the default): 7 plans for 14 actions, in each of 6 episodes
     result = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert set(result["policies"]) == {"cem:exact", "random"}  # --baselines
     assert all(row["episodes"] == 6 for row in result["policies"].values())  # --episodes
@@ -170,13 +186,19 @@ def test_plan_toward_a_goal_image(run_cli, tmp_path):
     rows = json.loads((tmp_path / "one" / "plan.json").read_text())["policies"]
     assert rows["cem:exact"]["episodes"] == 1 and rows["cem:exact"]["success"]["value"] == 1.0
     assert rows["oracle"]["final_distance"] < 0.01  # the goal's position was read off the image
+    episode = json.loads((tmp_path / "one" / "plan.json").read_text())["episodes"]["cem:exact"][0]
+    assert episode["start"] == pytest.approx([0.2, 0.8]) and episode["goal"] == pytest.approx([0.7, 0.3], abs=0.01)
 
 
 def test_train_then_plan_through_the_cli(run_cli, tmp_path):
+    from patchworld.checkpoints import load_run
+
     assert run_cli("fit", "--config", "act-tiny", *TINY_ACT, "--trainer.max_steps", "2",
                    "--trainer.default_root_dir", "run") == 0
     assert run_cli("plan", "run", "--episodes", "2", "--steps", "4", "--horizon", "2", "--samples", "8", "--elites",
                    "2", "--iterations", "1", "--output", "planned") == 0
+    world, _ = load_run(tmp_path / "run")
+    assert world.objective.predictor.dim == 32 and len(world.objective.predictor.blocks.layers) == 1  # TINY_ACT
     rows = json.loads((tmp_path / "planned" / "plan.json").read_text())["policies"]
     assert set(rows) == {"cem:run", "random", "oracle"} and len(list((tmp_path / "planned" / "episodes").glob("*.mp4"))) == 2
 
