@@ -12,7 +12,7 @@ bootstrap interval (`statistics.accuracy_estimate`), final distance and planning
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -112,26 +112,27 @@ class Episode:
 def plan_episode(dynamics: Dynamics, arena: Arena, start: torch.Tensor, goal_image: torch.Tensor, goal: torch.Tensor,
                  cem: CEM, steps: int, replan_every: int, generator: torch.Generator) -> Episode:
     """Closed-loop planning (MPC) from `start` (2,) towards `goal_image` (3, 1, H, W) for `steps` actions:
-    plan with `cem` from the current frame, execute the first `replan_every` actions, repeat. `goal` (2,) is
+    plan with `cem` from the current frame (its horizon cut to the actions left, so the last plans end where the
+    episode does), execute the first `replan_every` actions, repeat. `goal` (2,) is
     only recorded (for scoring), never shown to the planner."""
     episode = Episode(positions=start[None], goal=goal)
     target = dynamics.embed(goal_image[None])[0, -1]  # (...) one frame's embedding
     warm = None
     while len(episode.positions) <= steps:
         began = time.perf_counter()
-        position = episode.positions[-1]
+        position, remaining = episode.positions[-1], steps + 1 - len(episode.positions)
+        planner = replace(cem, horizon=min(cem.horizon, remaining))  # no plan ends after the episode does
         current = dynamics.embed(arena.render(position[None])[None])[:, -1]  # (1, ...)
 
         def cost(candidates: torch.Tensor) -> torch.Tensor:  # (S, h, A) -> (S,)
             final = dynamics.rollout(current.expand(len(candidates), *current.shape[1:]), candidates)[:, -1]  # (S, ...)
             return (final - target).abs().flatten(1).mean(-1)  # L1 to the goal's embedding
 
-        plan = cem.plan(cost, 2, generator, warm)  # (h, 2)
+        plan = planner.plan(cost, 2, generator, None if warm is None else warm[: planner.horizon])  # (h, 2)
         episode.seconds += time.perf_counter() - began
         episode.plans.append(arena.rollout(position, plan))
-        executed = plan[: min(replan_every, steps + 1 - len(episode.positions))]
-        episode.positions = torch.cat([episode.positions, arena.rollout(position, executed)[1:]])
-        warm = torch.cat([plan[replan_every:], torch.zeros(min(replan_every, cem.horizon), 2)])[: cem.horizon]
+        episode.positions = torch.cat([episode.positions, arena.rollout(position, plan[:replan_every])[1:]])
+        warm = torch.cat([plan[replan_every:], torch.zeros(replan_every, 2)])  # the rest of the plan, then still
     return episode
 
 
