@@ -163,7 +163,10 @@ class ActionWorld(SplitLoaders, pl.LightningDataModule):
         frames: frames per clip.
         size: (H, W) of each frame (square).
         batch_size: clips per batch.
-        train_size / val_size / test_size / predict_size: clips per split (each split has its own seeds).
+        train_size: clips in the training split (each split has its own seeds).
+        val_size: clips in the validation split.
+        test_size: clips in the test split.
+        predict_size: clips in the predict split.
         radius: the agent's radius (fraction of the frame).
         step_size: how far the strongest push moves it per frame (fraction of the frame).
         colour: the agent's colour (SyntheticWorld's names).
