@@ -2,7 +2,7 @@
 
     patchworld plan runs/act-tiny --episodes 100            # a trained ActionConditioned run
     patchworld plan --dynamics exact --episodes 100         # the toy: true dynamics on the located agent
-    patchworld plan runs/act-tiny --goal goal.png --start 0.2 0.3   # one episode toward your own goal image
+    patchworld plan runs/act-tiny --goal goal.png --start "[0.2, 0.3]"   # one episode toward your own goal image
 
 Every episode (seeded starts and goals, `Arena.episode`) is run by the CEM planner (MPC: re-plan every
 `--replan_every` actions) and by the baselines on the same starts and goals: random actions and the greedy
@@ -131,7 +131,7 @@ def plan_command(argv: list[str]) -> int:
                         help=f"model-free policies run on the same episodes: {', '.join(BASELINES)}")
     parser.add_argument("--videos", type=int | None, default=None, help="mp4s of the first N episodes (default: all)")
     parser.add_argument("--goal", type=str | None, default=None, help="one episode toward this goal image (PNG, the world's size)")
-    parser.add_argument("--start", type=list[float] | None, default=None, help="with --goal: the start position X Y")
+    parser.add_argument("--start", type=list[float] | None, default=None, help="with --goal: the start position [X, Y] (fractions of the frame, y down)")
     parser.add_argument("--output", type=str, default="runs/plan", help="folder for plan.md/json, episodes/, trajectories.png")
     args = parser.parse_args(argv)
     cem = CEM(args.horizon, args.samples, args.elites, args.iterations)
@@ -147,7 +147,7 @@ def plan_command(argv: list[str]) -> int:
     name, dynamics, arena = load_dynamics(args.checkpoint, args.dynamics)
     if args.goal is not None:
         if args.start is None or len(args.start) != 2:
-            raise PatchworldError("patchworld plan: --goal needs --start X Y (the agent's start, in [0, 1])")
+            raise PatchworldError("patchworld plan: --goal needs --start '[X, Y]' (the agent's start, in [0, 1])")
         goal_image = read_goal(args.goal, arena)
         episodes = [(torch.tensor(args.start, dtype=torch.float32).clamp(arena.radius, 1 - arena.radius),
                      goal_image, arena.locate(goal_image[None])[0, 0])]
