@@ -437,8 +437,11 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @one_thread
 def check_objective(make: Factory, *, tokenizer: Factory = PIXELS, backbone: Factory | None = VIT,
-                    conditioner: Factory | None = None, grid: tuple[int, int, int] = (2, 4, 4)) -> None:
-    """Conformance of an `Objective` (on a batch whose token grid is `grid`): the shared rules, plus
+                    conditioner: Factory | None = None, grid: tuple[int, int, int] = (2, 4, 4),
+                    extras: Callable[[torch.Tensor], dict] | None = None) -> None:
+    """Conformance of an `Objective` (on a batch whose token grid is `grid`, plus the keys `extras(video)`
+    returns for an objective that needs more than video, caption and index, e.g. ActionConditioned's
+    "actions"): the shared rules, plus
     * steps: prepare_batch, training_step, validation_step and predict_step return what the contract says,
       and the training loss has finite gradients;
     * validation is repeatable: the same values twice for the same batch and weights;
@@ -452,7 +455,7 @@ def check_objective(make: Factory, *, tokenizer: Factory = PIXELS, backbone: Fac
     patch = world.backbone.patch_size if world.backbone is not None else (1, 1, 1)
     video = clips(world.tokenizer, grid, patch)
     batch = check_step_output(objective, "prepare_batch", objective.prepare_batch(
-        {"video": video, "caption": PROMPTS, "index": torch.arange(len(video))}))
+        {"video": video, "caption": PROMPTS, "index": torch.arange(len(video))} | (extras(video) if extras else {})))
 
     def training_loss() -> torch.Tensor:
         world.train()

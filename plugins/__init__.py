@@ -5,8 +5,10 @@ from importlib.resources import files
 from patchworld import hookimpl
 from patchworld.evaluation.compare import compare_command
 from patchworld.data import SyntheticWorld, VideoFolder
+from patchworld.data.actions import ActionWorld
 from patchworld.evaluation.physics import physics_command
 
+from .action_conditioned import ActionConditioned
 from .adapters import LoRA
 from .adherence import adherence
 from .judge import judge
@@ -17,6 +19,7 @@ from .dit import DiT
 from .export import export_command
 from .flow import Flow
 from .minilm import MiniLM
+from .plan import plan_command
 from .pixels import Pixels
 from .prompts import Prompts
 from .text import TinyTextEncoder
@@ -32,10 +35,10 @@ def patchworld_register_components():
     return [
         Pixels, VAE,  # tokenizers
         ViT, DiT,  # backbones
-        VideoMAE, VJEPA, Flow, DDPM, VAEReconstruction,  # objectives
+        VideoMAE, VJEPA, Flow, DDPM, VAEReconstruction, ActionConditioned,  # objectives
         VideoWriter, EmbeddingWriter,  # decoders
         TinyTextEncoder, MiniLM,  # conditioners
-        SyntheticWorld, VideoFolder, Prompts, LatentCache,  # datamodules
+        SyntheticWorld, VideoFolder, Prompts, LatentCache, ActionWorld,  # datamodules
         StyleExpander,  # prompt expanders
         ProbeCaptioner,  # captioners
         LoRA,  # adapters
@@ -51,4 +54,5 @@ def patchworld_register_recipe_dirs():
 def patchworld_register_commands():
     return {"export": export_command, "adherence": adherence, "judge": judge, "compare": compare_command,
             "physics": physics_command, "cache": cache_command,
-            "recaption": recaption}
+            "recaption": recaption,
+            "plan": plan_command}

@@ -18,6 +18,8 @@ from patchworld.plugins import FIRST_PARTY, load_plugins
 from patchworld.testing import (DIT, MAE, TEXT, VIT, check_backbone, check_captioner, check_conditioner,
                                 check_datamodule, check_decoder, check_help, check_objective, check_prompt_expander,
                                 check_tokenizer)
+from patchworld.data.actions import ActionWorld
+from patchworld_plugins.action_conditioned import ActionConditioned
 from patchworld_plugins.cache import LatentCache, build_cache
 from patchworld_plugins.captions import ProbeCaptioner, StyleExpander
 from patchworld_plugins import (DDPM, VAE, VJEPA, EmbeddingWriter, Flow, MiniLM, Pixels, Prompts, SyntheticWorld,
@@ -52,11 +54,15 @@ FIRST_PARTY_CHECKS = {
     "Flow": lambda tmp: check_objective(lambda: Flow(steps=2, progress=False), backbone=DIT, conditioner=TEXT),
     "DDPM": lambda tmp: check_objective(lambda: DDPM(steps=2, progress=False), backbone=DIT, conditioner=TEXT),
     "VAEReconstruction": lambda tmp: check_objective(VAEReconstruction, tokenizer=TINY_VAE, backbone=None),
+    "ActionConditioned": lambda tmp: check_objective(
+        lambda: ActionConditioned(frame_size=(16, 16), dim=32, depth=1, heads=2),
+        extras=lambda video: {"actions": torch.rand(len(video), video.shape[2] - 1, 2) * 2 - 1}),
     "VideoWriter": lambda tmp: check_decoder(VideoWriter),
     "EmbeddingWriter": lambda tmp: check_decoder(EmbeddingWriter),
     "TinyTextEncoder": lambda tmp: check_conditioner(TEXT),
     "MiniLM": lambda tmp: check_conditioner(MiniLM),
     "SyntheticWorld": lambda tmp: check_datamodule(lambda: SyntheticWorld(**TINY_WORLD)),
+    "ActionWorld": lambda tmp: check_datamodule(lambda: ActionWorld(**TINY_WORLD)),
     "VideoFolder": lambda tmp: check_datamodule(lambda: VideoFolder(str(tmp), frames=4, size=(16, 16), batch_size=2,
                                                                     val_fraction=0.5)),
     "Prompts": lambda tmp: check_datamodule(lambda: Prompts(prompts=["a red circle", "a blue square"], frames=4,

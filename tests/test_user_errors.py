@@ -31,6 +31,8 @@ BAD_SETTINGS = {
     "StyleExpander": {"size": "huge"},
     "ProbeCaptioner": {"clips": 0},
     "LoRA": {"rank": 0},
+    "ActionConditioned": {"rollout_steps": -1},
+    "ActionWorld": {"frames": 1},
 }
 
 

@@ -164,3 +164,20 @@ def parse_buckets(buckets: list, weights: list[float] | None, owner: str) -> tup
     if weights is not None and (len(weights) != len(shapes) or any(w <= 0 for w in weights)):
         raise ComponentError(f"{owner}.bucket_weights: one positive weight per bucket ({len(shapes)}), got {list(weights)}")
     return shapes, None if weights is None else [float(w) for w in weights]
+
+
+class SplitLoaders:
+    """Lightning's train/val/test/predict dataloader hooks of a datamodule that makes every split's loader with
+    one method, ``dataloader(split)`` (SyntheticWorld, ActionWorld)."""
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> ResumableDataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> ResumableDataLoader:
+        return self.dataloader("test")
+
+    def predict_dataloader(self) -> ResumableDataLoader:
+        return self.dataloader("predict")

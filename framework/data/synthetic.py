@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ComponentError, require_positive, require_size2
-from .sampler import BucketBatchSampler, ResumableDataLoader, parse_buckets
+from .sampler import BucketBatchSampler, ResumableDataLoader, SplitLoaders, parse_buckets
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
@@ -296,7 +296,7 @@ def collate(items: list[dict]) -> dict:
     }
 
 
-class SyntheticWorld(pl.LightningDataModule):
+class SyntheticWorld(SplitLoaders, pl.LightningDataModule):
     """Procedurally rendered clips of moving objects; no files needed.
 
     Args:
@@ -362,15 +362,3 @@ class SyntheticWorld(pl.LightningDataModule):
                                      self.seed + SPLITS[split], weights=self.bucket_weights)
         return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("train")
-
-    def val_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("val")
-
-    def test_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("test")
-
-    def predict_dataloader(self) -> ResumableDataLoader:
-        return self.dataloader("predict")
