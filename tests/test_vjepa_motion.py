@@ -1,7 +1,7 @@
 """V-JEPA's future mask (`future_frames`, `block_masks`): shape, ratio, causality, and that it trains."""
 from __future__ import annotations
 
-import warnings
+import logging
 
 import pytest
 import torch
@@ -120,19 +120,22 @@ def test_context_loss_adds_a_distance_weighted_term_on_the_visible_tokens():
         VJEPA(context_loss=-1)
 
 
-def test_a_run_too_short_for_the_ema_schedule_is_warned_about_before_it_starts():
+def test_the_share_of_random_init_left_in_the_ema_target_is_logged_before_a_short_run(caplog):
     from types import SimpleNamespace
 
-    from patchworld_plugins.vjepa import StaleTargetCheck
+    from patchworld_plugins.vjepa import TargetInitShare
     slow, fast = VJEPA(ema=(0.998, 1.0)), VJEPA(ema=(0.99, 0.999))
     assert slow.init_share(730) == pytest.approx(0.481, abs=0.002)  # compare-tiny's V-JEPA budget
     assert slow.init_share(1500) == pytest.approx(0.223, abs=0.002)  # the vjepa-tiny recipe
     assert fast.init_share(730) < 0.02 and VJEPA(ema=(1.0, 1.0)).init_share(10) == 1.0
-    for objective, steps, warned in ((slow, 730, True), (fast, 730, False), (slow, 100_000, False)):
-        trainer = SimpleNamespace(estimated_stepping_batches=steps, is_global_zero=True)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            StaleTargetCheck().on_fit_start(trainer, SimpleNamespace(objective=objective))
-        assert any("of its random initialisation" in str(w.message) for w in caught) == warned
-    assert any(isinstance(c, StaleTargetCheck) for c in slow.callbacks())
-    assert not any(isinstance(c, StaleTargetCheck) for c in VJEPA(anti_collapse="sigreg").callbacks())
+    for objective, steps, logged in ((slow, 730, True), (fast, 730, False), (slow, 100_000, False)):
+        caplog.clear()
+        check = TargetInitShare()
+        with caplog.at_level(logging.INFO, logger="patchworld_plugins.vjepa"):
+            check.on_fit_start(SimpleNamespace(estimated_stepping_batches=steps, is_global_zero=True),
+                               SimpleNamespace(objective=objective))
+        assert check.share == pytest.approx(objective.init_share(steps))
+        assert ("will keep 48% of its random initialisation" in caplog.text) == (logged and steps == 730 and objective is slow)
+        assert ("of its random initialisation" in caplog.text) == logged
+    assert any(isinstance(c, TargetInitShare) for c in slow.callbacks())
+    assert not any(isinstance(c, TargetInitShare) for c in VJEPA(anti_collapse="sigreg").callbacks())
