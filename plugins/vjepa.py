@@ -32,6 +32,7 @@ import warnings
 from typing import Literal
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
 import torch
 import torch.nn.functional as F
 
@@ -354,10 +355,10 @@ class TargetInitShare(pl.Callback):
         if not math.isfinite(steps) or steps <= 0:
             return
         self.share = objective.init_share(int(steps))
-        if self.share > self.min_share and trainer.is_global_zero:
-            log.info("VJEPA: with ema %s over %d steps the EMA target encoder, whose features are read after "
-                     "training, will keep %.0f%% of its random initialisation (docs/vjepa.md, \"The EMA schedule "
-                     "and short runs\")", list(objective.ema), int(steps), 100 * self.share)
+        if self.share > self.min_share:
+            rank_zero_info(f"VJEPA: with ema {list(objective.ema)} over {int(steps)} steps the EMA target encoder, whose "
+                           f"features are read after training, will keep {self.share:.0%} of its random "
+                           "initialisation (docs/vjepa.md, \"The EMA schedule and short runs\")")
 
 
 class CollapseMonitor(pl.Callback):

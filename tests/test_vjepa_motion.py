@@ -131,8 +131,8 @@ def test_the_share_of_random_init_left_in_the_ema_target_is_logged_before_a_shor
     for objective, steps, logged in ((slow, 730, True), (fast, 730, False), (slow, 100_000, False)):
         caplog.clear()
         check = TargetInitShare()
-        with caplog.at_level(logging.INFO, logger="patchworld_plugins.vjepa"):
-            check.on_fit_start(SimpleNamespace(estimated_stepping_batches=steps, is_global_zero=True),
+        with caplog.at_level(logging.INFO):
+            check.on_fit_start(SimpleNamespace(estimated_stepping_batches=steps),
                                SimpleNamespace(objective=objective))
         assert check.share == pytest.approx(objective.init_share(steps))
         assert ("will keep 48% of its random initialisation" in caplog.text) == (logged and steps == 730 and objective is slow)
