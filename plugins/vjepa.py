@@ -226,17 +226,19 @@ class VJEPA(Objective):
         return world.backbone(tokens, positions), positions
 
     def masked_predictions(self, world, latents: torch.Tensor, masks: list[BlockMask]):
-        """Yields (prediction (B, Nt, D), target indices (B, Nt), context loss (B,) or None) per mask family."""
+        """Yields, per mask family, (prediction (B, Nt, D), target indices (B, Nt), dense) where `dense` is what
+        `dense_context_error` reads (context indices, predictions at the context, context and target positions)
+        with `context_loss`, else None."""
         tokens, positions = world.backbone.embed(latents)  # (B, N, D), (B, N, 3)
         for mask in masks:
             context, target = mask.context.to(tokens.device), mask.target.to(tokens.device)
             context_positions, target_positions = gather_tokens(positions, context), gather_tokens(positions, target)
             encoded = world.backbone(gather_tokens(tokens, context), context_positions)  # (B, Nc, D)
-            if not self.context_loss:
+            if self.context_loss:
+                prediction, at_context = self.predictor(encoded, context_positions, target_positions, with_context=True)
+                yield prediction, target, (context, at_context, context_positions, target_positions)
+            else:
                 yield self.predictor(encoded, context_positions, target_positions), target, None  # (B, Nt, D)
-                continue
-            prediction, at_context = self.predictor(encoded, context_positions, target_positions, with_context=True)
-            yield prediction, target, (context, at_context, context_positions, target_positions)
 
     def dense_context_error(self, normed: torch.Tensor, context: torch.Tensor, at_context: torch.Tensor,
                             context_positions: torch.Tensor, target_positions: torch.Tensor) -> torch.Tensor:

@@ -193,7 +193,7 @@ class Contestants:
                                                     "train_flops": 0, "wall_time_s": 0.0, "peak_memory_mb": None,
                                                     "parameters": count_parameters(model)}
         inputs, stamp, saved = self.identity("model", spec), root / "last.json", root / "last.ckpt"
-        record = None if self.fresh else read_stamp(stamp, inputs)
+        record = read_stamp(stamp, inputs, self.fresh)
         if record is not None and saved.exists():  # trained by an earlier run of this study: the same settings
             bar.set_postfix_str(f"{spec.name}: reusing {saved}")
             model.load_state_dict(load_checkpoint(saved, f"{spec.name}'s saved model")["state_dict"])

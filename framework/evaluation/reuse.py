@@ -17,8 +17,11 @@ def fingerprint(inputs) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_stamp(path: Path, inputs) -> dict | None:
-    """The record stamped at `path` for these same `inputs`, or None (no stamp, other inputs, unreadable)."""
+def read_stamp(path: Path, inputs, fresh: bool = False) -> dict | None:
+    """The record stamped at `path` for these same `inputs`, or None (no stamp, other inputs, unreadable, or
+    `fresh`: the user asked for everything to be done again)."""
+    if fresh:
+        return None
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError):

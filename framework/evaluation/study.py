@@ -296,7 +296,7 @@ class Study:
             return False
         stamp = self.output / "ceilings.json"
         inputs = {"data": self.probe_data(), "ceiling": asdict(self.ceiling_spec), "tasks": self.tasks}
-        record = None if self.fresh else read_stamp(stamp, inputs)
+        record = read_stamp(stamp, inputs, self.fresh)
         if record is not None:
             self.ceilings = {task: CeilingResult(**c | {"test_correct": torch.tensor(c["test_correct"], dtype=torch.bool)})
                              for task, c in record["ceilings"].items()}
@@ -369,7 +369,7 @@ class Study:
                   "probe": {k: getattr(self.probe, k) for k in ("lrs", "weight_decays", "steps", "batch_size")},
                   "bf16": self.bf16, "device": self.device.type}
         files = {which: {split: folder / which / f"{split}.safetensors" for split in SPLITS} for which in ("chosen", "default")}
-        record = None if self.fresh else read_stamp(stamp, inputs)
+        record = read_stamp(stamp, inputs, self.fresh)
         if record is not None and all(f.exists() for paths in files.values() for f in paths.values()):
             bar.set_postfix_str(f"reusing {folder}")
             chosen = {split: load_features(f) for split, f in files["chosen"].items()}
@@ -389,7 +389,7 @@ class Study:
         stamp = self.output / "physics" / f"{spec.name}.json"
         inputs = {"model": self.contestants.identity(role, spec), "physics": asdict(self.physics_spec),
                   "bf16": self.bf16, "device": self.device.type}
-        record = None if self.fresh else read_stamp(stamp, inputs)
+        record = read_stamp(stamp, inputs, self.fresh)
         if record is not None:
             self.physics.add_curves(spec.name, [torch.tensor(curve) for curve in record["curves"]])
             return True
