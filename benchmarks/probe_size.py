@@ -21,7 +21,10 @@ from pathlib import Path
 
 import torch
 
+from tqdm.auto import tqdm
+
 from patchworld.evaluation.clips import DataSpec
+from patchworld.evaluation.compare import parse_study
 from patchworld.evaluation.contestants import PixelFeatures
 from patchworld.evaluation.probes import probe_inputs, probe_sweep
 from patchworld.evaluation.statistics import accuracy_estimate
@@ -58,11 +61,6 @@ def speed(batch: int = 512, tokens: int = 64, dim: int = 128, tasks: int = 3, re
         print(f"largest difference between the two: {float((per_head(x) - probe.pool(x)).abs().max()):.1e}")
 
 
-class _Bar:
-    def set_postfix_str(self, text):
-        pass
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default="pixels", help="'pixels' or a recipe (its network, random init unless --checkpoint)")
@@ -78,8 +76,8 @@ def main() -> None:
     if args.speed:
         return speed()
     tasks = [t for family in FAMILIES.values() for t in family]
-    data = DataSpec(**{**dict(frames=8, size=(32, 32), max_objects=3, gravity_prob=0.3, reverse_prob=0.5,
-                              probe_train=max(args.sizes), probe_val=128, probe_test=256), **args.data})
+    base = parse_study(["--config", "compare-tiny"])[1]["data"]  # the shipped study's data
+    data = DataSpec(**(base | {"probe_train": max(args.sizes)} | args.data))
     probe = ProbeSpec(lrs=[3e-3, 3e-2], weight_decays=[1e-3, 1e-1], heads=4, seeds=1, fractions=[1.0])
     study = Study([], [], data, probe, None, Path("runs/probe-size"), bf16=False, progress=False)
     start = time.perf_counter()
@@ -87,7 +85,7 @@ def main() -> None:
         model, frames = PixelFeatures((2, 8, 8)), data.frames
     else:
         spec = ModelSpec(args.source, recipe=args.source, checkpoint=args.checkpoint, train=bool(args.checkpoint))
-        model, frames, _ = study.contestants.prepare_model(spec, _Bar())
+        model, frames, _ = study.contestants.prepare_model(spec, tqdm(disable=True))
     feats = study.features(model, frames, {})
     print(f"{args.source}{' ' + args.checkpoint if args.checkpoint else ''}: features of "
           f"{data.probe_train}/{data.probe_val}/{data.probe_test} clips in {time.perf_counter() - start:.0f} s; "
