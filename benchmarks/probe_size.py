@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from tqdm.auto import tqdm
 
 from patchworld.evaluation.clips import DataSpec
